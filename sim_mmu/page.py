@@ -1,0 +1,317 @@
+"""Pages and the page cache: the one copy of file data.
+
+This module owns what the kernel keeps in ``struct page``/``struct folio`` and
+``struct address_space``.  A filesystem keeps its file data here and nowhere else,
+exactly as Linux does: ``read(2)``/``write(2)`` through the mount copy to and from
+these pages, and a simulated process that maps the file maps *these* pages.  So a
+store through a mapping is what ``cat`` reads, and a ``write(2)`` is what a mapped
+load sees, without any copying between two caches.
+
+Invariants kept here:
+
+* ``page.mapping is mapping`` and ``mapping.pages[page.index] is page`` for every page
+  in the cache; a page removed by truncation has ``mapping = None`` (the fault path
+  checks exactly this after ``page_mkwrite`` has slept, as the kernel does).
+* ``index in mapping.dirty_tag`` iff ``page.dirty``; ``index in mapping.writeback_tag``
+  iff ``page.writeback`` (the radix-tree tags PAGECACHE_TAG_DIRTY/WRITEBACK).
+* Only the holder of the page lock clears PG_dirty for I/O or removes the page, so a
+  fault that holds the lock from ``page_mkwrite`` until the page is dirty cannot be
+  interleaved with writeback (KERNEL.md §1, the 2009 race fix).
+
+Who maps a page is known through ``mapping.i_mmap``: objects with ``mkclean_page`` and
+``zap_range`` methods (the simulator's VMAs register themselves there).  That is the
+reverse map writeback uses to write-protect a page it cleans (``folio_mkclean``) and
+truncation uses to unmap (``unmap_mapping_range``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NewType, Protocol
+
+import trio
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = PAGE_SIZE - 1
+
+PageIndex = NewType("PageIndex", int)
+
+_ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+def pages_spanned(offset: int, length: int) -> range:
+    """The page indices that the byte range [offset, offset+length) touches."""
+    if length <= 0:
+        return range(0)
+    return range(offset >> PAGE_SHIFT, ((offset + length - 1) >> PAGE_SHIFT) + 1)
+
+
+class Page:
+    """One page of a file's page cache (kernel: ``struct folio`` of order 0).
+
+    ``private`` belongs to the filesystem (the kernel's ``folio->private``, where
+    buffer heads live); the page cache never looks at it.
+    """
+
+    __slots__ = (
+        "_lock_waiters",
+        "_wb_waiters",
+        "data",
+        "dirty",
+        "index",
+        "locked",
+        "mapping",
+        "private",
+        "uptodate",
+        "writeback",
+    )
+
+    def __init__(self, mapping: AddressSpace, index: int) -> None:
+        self.mapping: AddressSpace | None = mapping
+        self.index = index
+        self.data = bytearray(PAGE_SIZE)
+        self.uptodate = False
+        self.dirty = False
+        self.writeback = False
+        self.locked = False
+        self.private: object = None
+        self._lock_waiters: trio.lowlevel.ParkingLot | None = None
+        self._wb_waiters: trio.lowlevel.ParkingLot | None = None
+
+    def __repr__(self) -> str:
+        flags = "".join(
+            c
+            for c, on in (
+                ("U", self.uptodate),
+                ("D", self.dirty),
+                ("W", self.writeback),
+                ("L", self.locked),
+            )
+            if on
+        )
+        state = "" if self.mapping is not None else " truncated"
+        return f"<Page {self.index} [{flags}]{state}>"
+
+    # -- PG_locked --------------------------------------------------------------------
+    def trylock(self) -> bool:
+        """Take the page lock if it is free (kernel: ``folio_trylock``)."""
+        if self.locked:
+            return False
+        self.locked = True
+        return True
+
+    async def lock(self) -> None:
+        """Sleep until the page lock is ours (kernel: ``folio_lock``)."""
+        while self.locked:
+            if self._lock_waiters is None:
+                self._lock_waiters = trio.lowlevel.ParkingLot()
+            await self._lock_waiters.park()
+        self.locked = True
+
+    def unlock(self) -> None:
+        """Release the page lock and wake one waiter (kernel: ``folio_unlock``)."""
+        if not self.locked:
+            raise RuntimeError(f"unlock of unlocked {self!r}")
+        self.locked = False
+        if self._lock_waiters is not None and self._lock_waiters:
+            self._lock_waiters.unpark()
+
+    # -- PG_writeback -----------------------------------------------------------------
+    def start_writeback(self) -> None:
+        """Mark the page under I/O (kernel: ``folio_start_writeback``)."""
+        if self.writeback:
+            raise RuntimeError(f"{self!r} is already under writeback")
+        self.writeback = True
+        if self.mapping is not None:
+            self.mapping.writeback_tag.add(self.index)
+
+    def end_writeback(self) -> None:
+        """I/O done: clear PG_writeback and wake every waiter (``folio_end_writeback``)."""
+        if not self.writeback:
+            raise RuntimeError(f"{self!r} is not under writeback")
+        self.writeback = False
+        if self.mapping is not None:
+            self.mapping.writeback_tag.discard(self.index)
+        if self._wb_waiters is not None:
+            self._wb_waiters.unpark_all()
+
+    async def wait_writeback(self) -> None:
+        """Sleep until the page is not under writeback (``folio_wait_writeback``)."""
+        while self.writeback:
+            if self._wb_waiters is None:
+                self._wb_waiters = trio.lowlevel.ParkingLot()
+            await self._wb_waiters.park()
+
+
+class Mapper(Protocol):
+    """Something that maps pages of an address space: a simulated VMA."""
+
+    def mkclean_page(self, page: Page) -> bool:
+        """Write-protect and clean every PTE of ours that maps ``page``.
+
+        Return True when one of those PTEs was dirty (the store it records must not be
+        lost: the caller keeps the page dirty).
+        """
+        ...
+
+    def zap_range(self, first: int, last: int) -> None:
+        """Remove our PTEs for the file pages ``first..last`` (inclusive)."""
+        ...
+
+
+class ErrSeq:
+    """Writeback error reporting, once per opener (kernel: ``errseq_t``, 4.13+).
+
+    ``mapping_set_error`` records an error with a new sequence number.  Each open file
+    samples the sequence at open; ``check_and_advance`` reports an error recorded since
+    that sample exactly once for that file, so every opener sees it once and a file opened
+    after the error sees nothing.
+    """
+
+    __slots__ = ("errno", "seq")
+
+    def __init__(self) -> None:
+        self.errno = 0
+        self.seq = 0
+
+    def set_error(self, errno: int) -> None:
+        self.errno = errno
+        self.seq += 1
+
+    def sample(self) -> int:
+        return self.seq
+
+    def check_and_advance(self, since: int) -> tuple[int, int]:
+        """Return (errno or 0, the new sample to keep)."""
+        if self.seq != since:
+            return self.errno, self.seq
+        return 0, since
+
+
+class AddressSpace:
+    """A file's page cache (kernel: ``struct address_space``).
+
+    ``pages`` is sparse: an index with no page is either a hole or data the filesystem
+    keeps elsewhere; the page cache does not know which.
+    """
+
+    __slots__ = ("dirty_tag", "host", "i_mmap", "pages", "wb_err", "writeback_tag")
+
+    def __init__(self, host: object = None) -> None:
+        self.host = host
+        self.pages: dict[int, Page] = {}
+        self.dirty_tag: set[int] = set()
+        self.writeback_tag: set[int] = set()
+        self.i_mmap: set[Mapper] = set()
+        self.wb_err = ErrSeq()
+
+    def __repr__(self) -> str:
+        n, d = len(self.pages), len(self.dirty_tag)
+        return f"<AddressSpace of {self.host!r}: {n} pages, {d} dirty>"
+
+    @property
+    def nrpages(self) -> int:
+        return len(self.pages)
+
+    def find_page(self, index: int) -> Page | None:
+        """The cached page at ``index``, or None (kernel: ``filemap_get_folio``)."""
+        return self.pages.get(index)
+
+    def add_page(self, index: int) -> Page:
+        """Insert a new, zero-filled, not-uptodate page (``filemap_add_folio``)."""
+        if index in self.pages:
+            raise KeyError(f"page {index} is already cached")
+        page = Page(self, index)
+        self.pages[index] = page
+        return page
+
+    def find_or_create_page(self, index: int) -> Page:
+        page = self.pages.get(index)
+        if page is None:
+            page = self.add_page(index)
+        return page
+
+    # -- PG_dirty -----------------------------------------------------------------------
+    def set_page_dirty(self, page: Page) -> bool:
+        """Mark ``page`` dirty; return True when it was clean (``filemap_dirty_folio``)."""
+        if page.dirty:
+            return False
+        page.dirty = True
+        if page.mapping is self:
+            self.dirty_tag.add(page.index)
+        return True
+
+    def clear_page_dirty_for_io(self, page: Page) -> bool:
+        """Clean ``page`` before writing it (kernel: ``folio_clear_dirty_for_io``).
+
+        The caller holds the page lock.  Every PTE mapping the page is write-protected
+        and cleaned first (``folio_mkclean``), so the next store faults and calls
+        ``page_mkwrite`` again; a dirty PTE re-marks the page dirty, as the kernel does.
+        Returns True when the page was dirty and is now clean, ready for I/O.
+        """
+        if not page.locked:
+            raise RuntimeError(f"clear_page_dirty_for_io on unlocked {page!r}")
+        for mapper in tuple(self.i_mmap):
+            if mapper.mkclean_page(page):
+                page.dirty = True
+        if not page.dirty:
+            return False
+        page.dirty = False
+        self.dirty_tag.discard(page.index)
+        return True
+
+    def cancel_dirty_page(self, page: Page) -> None:
+        """Drop the dirty state without writing (truncate; ``folio_cancel_dirty``)."""
+        page.dirty = False
+        self.dirty_tag.discard(page.index)
+
+    def dirty_indices(self) -> list[int]:
+        """Indices of dirty pages in file order (a walk of the dirty tag)."""
+        return sorted(self.dirty_tag)
+
+    def iter_pages(self, first: int = 0, last: int | None = None) -> Iterator[Page]:
+        """Cached pages with ``first <= index <= last``, in index order."""
+        keys = sorted(i for i in self.pages if i >= first and (last is None or i <= last))
+        for i in keys:
+            yield self.pages[i]
+
+    # -- removal ------------------------------------------------------------------------
+    def unmap_mapping_range(self, first: int, last: int | None = None) -> None:
+        """Zap every PTE that maps file pages ``first..last`` (``unmap_mapping_range``)."""
+        end = last if last is not None else (1 << 62)
+        for mapper in tuple(self.i_mmap):
+            mapper.zap_range(first, end)
+
+    def delete_page(self, page: Page) -> None:
+        """Remove ``page`` from the cache: its ``mapping`` becomes None.
+
+        Kernel: ``filemap_remove_folio``.  The caller has zapped PTEs and holds the page
+        lock, or knows nobody else can see the page.
+        """
+        if self.pages.get(page.index) is not page:
+            raise KeyError(f"{page!r} is not in {self!r}")
+        del self.pages[page.index]
+        self.dirty_tag.discard(page.index)
+        self.writeback_tag.discard(page.index)
+        page.dirty = False
+        page.mapping = None
+
+    def truncate_pages_nowait(self, first: int, last: int | None = None) -> list[Page]:
+        """Unmap and remove the cached pages ``first..last`` without sleeping.
+
+        Pages that are locked or under writeback are removed all the same (their lock
+        holder finds ``page.mapping is None`` when it looks again, the way a sleeping
+        ``page_mkwrite`` learns of a racing truncate).  Returns the removed pages so the
+        filesystem can release what it attached to them.
+        """
+        self.unmap_mapping_range(first, last)
+        removed = list(self.iter_pages(first, last))
+        for page in removed:
+            self.delete_page(page)
+        return removed
+
+
+def zero_page() -> bytes:
+    """A page of zeros (kernel: ZERO_PAGE), shared and immutable."""
+    return _ZERO_PAGE
