@@ -1,0 +1,405 @@
+"""The `mkwritefs` command: mount, umount, stat (and room for more subcommands).
+
+Every subcommand registers itself in `COMMANDS` with `@command(...)`: a function that adds
+its arguments and a function that runs it and returns the exit status. Exit statuses:
+0 success, 1 a failure while running, 2 bad input (one clear line on stderr, like
+argparse's own usage errors). Nothing is mounted or changed when input is bad.
+
+`mount` behaves like other mount helpers: it returns once the mount is ready and serves
+it from a background process. That process is forked *before* trio or pyfuse3 start (a
+fork after threads exist is unsafe), calls setsid, and reports readiness or its error
+message to the waiting parent through a pipe; the parent exits 0 or 2 accordingly.
+`--foreground` serves in the calling process instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # fusefs.mount imports pyfuse3: only `mount` needs it at run time
+    from fusefs.mount import MountConfig
+
+BLOCK_SIZE = 4096
+DEFAULT_SIZE = "64M"
+FUSE_DEVICE = "/dev/fuse"
+ROOT_FIGURES = ("capacity_blocks", "free_blocks", "reserved_blocks", "allocated_blocks")
+FILE_FIGURES = ("allocated_blocks", "reserved_blocks", "dirty_pages")
+XATTR_PREFIX = "user.mkwritefs."
+FS_TYPE = "fuse.mkwritefs"
+UMOUNT_WAIT = 10.0
+
+_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr, exit status 2."""
+
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    help: str
+    description: str
+    add_arguments: AddArguments
+    run: Run
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str, *, help: str, description: str, add_arguments: AddArguments
+) -> Callable[[Run], Run]:
+    """Register a subcommand: `@command("mount", help=..., add_arguments=...)`."""
+
+    def register(run: Run) -> Run:
+        COMMANDS[name] = Command(name, help, description, add_arguments, run)
+        return run
+
+    return register
+
+
+def parse_size(text: str) -> int:
+    """A tmpfs-style size (`16M`, `1G`, `4096k`, `65536`) in 4096-byte blocks, rounded up."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgGtT]?)\s*", text)
+    if match is None:
+        raise UsageError(
+            f"invalid size {text!r}: use a number of bytes with an optional k, M, G or T suffix"
+        )
+    size = int(match.group(1)) * _SUFFIXES[match.group(2).lower()]
+    if size <= 0:
+        raise UsageError(f"invalid size {text!r}: the size must be at least one block (4096)")
+    return -(-size // BLOCK_SIZE)
+
+
+# -- mount ------------------------------------------------------------------------------
+
+
+def _mount_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", metavar="DIR", help="an existing, empty directory to mount on")
+    parser.add_argument(
+        "--size",
+        default=DEFAULT_SIZE,
+        help="capacity, tmpfs style: 16M, 1G, 4096k or plain bytes; rounded up to "
+        f"4096-byte blocks (default {DEFAULT_SIZE})",
+    )
+    parser.add_argument(
+        "--foreground", "-f", action="store_true", help="serve in this process until unmounted"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="log every FUSE request (libfuse debug output)"
+    )
+    parser.add_argument(
+        "--writeback-cache",
+        action="store_true",
+        help="let the kernel cache writes: write(2) returns before the filesystem sees "
+        "the data, so ENOSPC surfaces only at fsync, or never (off by default)",
+    )
+    parser.add_argument(
+        "--log",
+        metavar="FILE",
+        help="in the background, append the server's log to FILE (default: discard it)",
+    )
+
+
+def _check_mount_input(args: argparse.Namespace) -> tuple[str, int]:
+    blocks = parse_size(args.size)
+    mountpoint = os.path.abspath(args.dir)
+    if _find_mount(mountpoint) is not None:
+        raise UsageError(f"{args.dir} is already a mount point")
+    if not os.path.isdir(mountpoint):
+        raise UsageError(f"mount point {args.dir} is not an existing directory")
+    try:
+        if os.listdir(mountpoint):
+            raise UsageError(f"mount point {args.dir} is not empty")
+    except PermissionError:
+        raise UsageError(f"mount point {args.dir} is not readable") from None
+    if not os.path.exists(FUSE_DEVICE):
+        raise UsageError(f"{FUSE_DEVICE} is missing: load the fuse module (modprobe fuse)")
+    if os.getuid() != 0 and shutil.which("fusermount3") is None:
+        raise UsageError("fusermount3 not found: install fuse3 (needed to mount as non-root)")
+    return mountpoint, blocks
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+
+
+@command(
+    "mount",
+    help="mount a new, empty mkwritefs on DIR",
+    description="Mount a new, empty, size-limited mkwritefs on DIR. Returns once the mount "
+    "is ready and serves it from a background process (stop it with `mkwritefs umount "
+    "DIR`), or with --foreground serves it here until unmounted, SIGINT or SIGTERM.",
+    add_arguments=_mount_arguments,
+)
+def run_mount(args: argparse.Namespace) -> int:
+    mountpoint, blocks = _check_mount_input(args)
+    from fusefs.mount import MountConfig
+
+    config = MountConfig(
+        mountpoint=mountpoint,
+        capacity_blocks=blocks,
+        debug=args.debug,
+        writeback_cache=args.writeback_cache,
+    )
+    if args.foreground:
+        return _mount_foreground(config)
+    return _mount_background(config, log_path=args.log)
+
+
+def _mount_foreground(config: MountConfig) -> int:
+    from fusefs.mount import MountError, serve
+
+    _setup_logging(config.debug)
+    try:
+        serve(config)
+    except MountError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _mount_background(config: MountConfig, *, log_path: str | None) -> int:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the server
+        os.close(read_end)
+        os._exit(_serve_detached(config, write_end, log_path))
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.readline().decode(errors="replace").strip()
+    if report == "ready":
+        return 0
+    os.waitpid(pid, 0)
+    raise UsageError(report or "the server exited before the mount was ready")
+
+
+def _serve_detached(config: MountConfig, ready_fd: int, log_path: str | None) -> int:
+    from fusefs.mount import MountError, serve
+
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log_path else null
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    _setup_logging(config.debug)
+
+    reported = False
+
+    def ready() -> None:
+        nonlocal reported
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+        reported = True
+
+    try:
+        serve(config, on_ready=ready)
+    except MountError as exc:
+        os.write(ready_fd, f"{exc}\n".encode())
+        return 2
+    except BaseException as exc:
+        logging.getLogger(__name__).exception("the server failed")
+        if not reported:
+            os.write(ready_fd, f"the server failed: {exc!r}\n".encode())
+        return 1
+    return 0
+
+
+# -- umount -----------------------------------------------------------------------------
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _find_mount(mountpoint: str) -> str | None:
+    """The filesystem type mounted on `mountpoint` (from /proc/self/mountinfo), or None.
+
+    Unlike os.path.ismount this also sees a dead FUSE mount, whose stat fails ENOTCONN.
+    """
+    found = None
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            sep = fields.index("-")
+            if _unescape(fields[4]) == mountpoint:
+                found = fields[sep + 1]  # the last mount on a path is the visible one
+    return found
+
+
+def _server_pids(mountpoint: str) -> list[int]:
+    """Processes holding /dev/fuse open whose command line mounts `mountpoint`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            if "mount" not in argv:
+                continue
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            if not any(os.path.join(cwd, a) == mountpoint or
+                       os.path.normpath(os.path.join(cwd, a)) == mountpoint for a in argv):
+                continue
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") == FUSE_DEVICE for fd in fds):
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def _umount_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", metavar="DIR", help="the mount point")
+
+
+@command(
+    "umount",
+    help="unmount a mkwritefs and wait for its server to exit",
+    description="Unmount the mkwritefs on DIR (fusermount3 -u) and wait until its server "
+    "process has exited. A mount whose server died ('Transport endpoint is not "
+    "connected') is detached lazily (fusermount3 -uz).",
+    add_arguments=_umount_arguments,
+)
+def run_umount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.dir)
+    fstype = _find_mount(mountpoint)
+    if fstype is None:
+        raise UsageError(f"{args.dir} is not a mount point")
+    if fstype != FS_TYPE:
+        raise UsageError(f"{args.dir} is a {fstype} mount, not mkwritefs")
+    if shutil.which("fusermount3") is None:
+        raise UsageError("fusermount3 not found: install fuse3")
+    servers = _server_pids(mountpoint)
+    plain = subprocess.run(
+        ["fusermount3", "-u", mountpoint], capture_output=True, text=True, check=False
+    )
+    if plain.returncode != 0:
+        lazy = subprocess.run(
+            ["fusermount3", "-uz", mountpoint], capture_output=True, text=True, check=False
+        )
+        if lazy.returncode != 0:
+            message = (lazy.stderr or plain.stderr).strip().splitlines()
+            print(f"mkwritefs umount: {message[-1] if message else 'failed'}", file=sys.stderr)
+            return 1
+    return 0 if _wait_exited(servers, UMOUNT_WAIT) else _report_still_running(servers)
+
+
+def _wait_exited(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(os.path.exists(f"/proc/{pid}") and not _is_zombie(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _report_still_running(pids: list[int]) -> int:
+    alive = [str(p) for p in pids if os.path.exists(f"/proc/{p}")]
+    print(f"mkwritefs umount: unmounted, but server {', '.join(alive)} still runs", file=sys.stderr)
+    return 1
+
+
+# -- stat -------------------------------------------------------------------------------
+
+
+def _stat_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "path", metavar="PATH", help="the mount point (filesystem figures) or a file in it"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def read_figures(path: str) -> tuple[str, dict[str, int]]:
+    """('filesystem' | 'file', {name: value}) from the user.mkwritefs.* xattrs of `path`."""
+    is_root = _find_mount(os.path.abspath(path)) is not None
+    kind, names = ("filesystem", ROOT_FIGURES) if is_root else ("file", FILE_FIGURES)
+    figures = {}
+    for name in names:
+        try:
+            figures[name] = int(os.getxattr(path, XATTR_PREFIX + name))
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file or directory") from None
+        except OSError as exc:
+            raise UsageError(f"{path} is not on a mkwritefs filesystem ({exc.strerror})") from None
+    return kind, figures
+
+
+@command(
+    "stat",
+    help="show the space figures of a mkwritefs or of one file in it",
+    description="Print the user.mkwritefs.* figures: for the mount point, the filesystem's "
+    "capacity and free, reserved and allocated 4096-byte blocks; for a file, its "
+    "allocated and reserved blocks and dirty pages.",
+    add_arguments=_stat_arguments,
+)
+def run_stat(args: argparse.Namespace) -> int:
+    kind, figures = read_figures(args.path)
+    if args.json:
+        print(json.dumps({"path": args.path, "kind": kind, **figures}))
+        return 0
+    print(f"{args.path} ({'mkwritefs filesystem' if kind == 'filesystem' else 'file'}):")
+    for name, value in figures.items():
+        unit = "pages" if name == "dirty_pages" else "blocks"
+        print(f"  {name:<18} {value:>10}  ({value * BLOCK_SIZE / 2**20:.2f} MiB in {unit})")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mkwritefs",
+        description="A size-limited in-memory FUSE filesystem that makes page_mkwrite() "
+        "and ENOSPC visible.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
+        cmd.add_arguments(p)
+        p.set_defaults(run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except UsageError as exc:
+        print(f"mkwritefs {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Mount lifecycle: mount, serve on one trio loop, unmount - also on signals and errors.
+
+One process serves one mount (pyfuse3 allows no more). `serve()` mounts the filesystem
+(`session_init`, after which the directory is a mount point and the kernel queues
+requests), then runs on a single trio event loop, in one nursery:
+
+- the FUSE request loop (`session_main`, pyfuse3.main);
+- the core's background flusher (`Filesystem.run_flusher`, the kernel's flusher thread);
+- the adapter's invalidation worker (kernel cache invalidations, from a worker thread);
+- a signal watcher: SIGINT or SIGTERM ends the request loop (`session_terminate`).
+
+When the request loop ends - a signal, or someone ran `fusermount3 -u` - the nursery is
+cancelled and the mount is closed with unmount, whatever happened (`finally`). Invariant:
+once `serve()` returns or raises, the directory is no longer a live mount of ours.
+
+pyfuse3 is used only through `fusefs.fuse_ops` (the only module that imports it).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from fusefs.core import Filesystem
+from fusefs.fuse_ops import (
+    Operations,
+    session_close,
+    session_init,
+    session_main,
+    session_options,
+    session_terminate,
+)
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZE = 4096
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MountConfig:
+    mountpoint: str
+    capacity_blocks: int
+    debug: bool = False
+    writeback_cache: bool = False
+
+
+class MountError(Exception):
+    """The mount could not be set up (bad mount point, no FUSE, no permission)."""
+
+
+def serve(config: MountConfig, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Mount `config.mountpoint`, serve it until unmounted or signalled, unmount.
+
+    `on_ready` is called once the mount exists and every background task runs. Raises
+    MountError when the mount cannot be made; blocks otherwise.
+    """
+    fs = Filesystem(capacity_blocks=config.capacity_blocks)
+    ops = Operations(fs, writeback_cache=config.writeback_cache)
+    try:
+        session_init(ops, config.mountpoint, session_options(debug=config.debug))
+    except (RuntimeError, OSError) as exc:
+        raise MountError(f"cannot mount {config.mountpoint}: {exc}") from None
+    log.info(
+        "mounted %s: %d blocks of %d bytes", config.mountpoint, config.capacity_blocks, BLOCK_SIZE
+    )
+    try:
+        trio.run(_serve, fs, ops, on_ready)
+    finally:
+        _close()
+        log.info("unmounted %s", config.mountpoint)
+
+
+def _close() -> None:
+    try:
+        session_close(unmount=True)
+    except Exception:
+        # Already unmounted from outside (fusermount3 -u): nothing left to undo.
+        log.debug("closing the FUSE session", exc_info=True)
+
+
+async def _serve(fs: Filesystem, ops: Operations, on_ready: Callable[[], None] | None) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_watch_signals)
+        await nursery.start(ops.invalidator.run)
+        await nursery.start(_run_flusher, fs)
+        nursery.start_soon(_request_loop, nursery.cancel_scope)
+        if on_ready is not None:
+            on_ready()
+
+
+async def _run_flusher(fs: Filesystem, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    await fs.run_flusher(task_status=task_status)
+
+
+async def _request_loop(cancel_scope: trio.CancelScope) -> None:
+    """pyfuse3.main until the session ends; then stop everything else too."""
+    try:
+        await session_main()
+    finally:
+        cancel_scope.cancel()
+
+
+async def _watch_signals(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            session_terminate()
+            return
