@@ -1,0 +1,692 @@
+"""The filesystem core: the namespace, open files, and the operations FUSE asks for.
+
+This module owns the inode table, the directory tree, open file handles and the
+lookup counts the kernel holds, and it is the one entry point the pyfuse3 adapter
+(``fuse_ops.py``) and the simulator call.  It imports nothing from pyfuse3: every
+user-caused failure is an :class:`~fusefs.errors.FsError` with an errno.
+
+What it models: a tmpfs-like filesystem with a size limit (``shmem``), except that
+file data takes blocks with ext4-style delayed allocation: ``write(2)`` reserves a
+block for each hole page it dirties and writeback turns reservations into allocations
+(see :mod:`fusefs.filedata` and :mod:`fusefs.space`).
+
+Invariants (checked by :meth:`Filesystem.check`, an fsck run at the end of tests):
+
+* the pool's allocated/reserved counters equal the sum of every live file's blocks;
+* every directory entry names a live inode; a non-directory's ``nlink`` is the number
+  of entries naming it; a directory's ``nlink`` is 2 + its subdirectories;
+* an inode with ``nlink == 0`` stays (with its data and blocks) until its last lookup
+  reference is forgotten and its last open file released (``iput_final``).
+
+The kernel checks mode bits itself (the adapter mounts with ``default_permissions``);
+the core enforces what only the filesystem can: EEXIST, ENOTEMPTY, EISDIR, ENOTDIR,
+EINVAL for a directory renamed into itself, the xattr rules, and space.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from . import introspect, xattrs
+from .directory import Directory
+from .errors import FsError
+from .filedata import FileData
+from .inode import UTIME_NOW, Attr, Ctx, Inode, StatFs
+from .space import BLOCK_SIZE, BlockPool, SpaceStats
+
+__all__ = [
+    "FALLOC_FL_KEEP_SIZE",
+    "FALLOC_FL_PUNCH_HOLE",
+    "RENAME_EXCHANGE",
+    "RENAME_NOREPLACE",
+    "ROOT_INO",
+    "UTIME_NOW",
+    "XATTR_CREATE",
+    "XATTR_REPLACE",
+    "Attr",
+    "Ctx",
+    "Filesystem",
+    "FsError",
+    "SpaceStats",
+    "StatFs",
+]
+
+ROOT_INO = 1
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+XATTR_CREATE = xattrs.XATTR_CREATE
+XATTR_REPLACE = xattrs.XATTR_REPLACE
+FALLOC_FL_KEEP_SIZE = 1
+FALLOC_FL_PUNCH_HOLE = 2
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+@dataclass(slots=True)
+class OpenFile:
+    """One open file description (kernel: ``struct file``) as the filesystem sees it."""
+
+    inode: Inode
+    flags: int
+    wb_err_since: int  # errseq sample taken at open (``file->f_wb_err``)
+
+    @property
+    def writable(self) -> bool:
+        return (self.flags & os.O_ACCMODE) != os.O_RDONLY
+
+
+def _check_name(name: bytes) -> None:
+    if len(name) > NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG)
+    if not name or b"/" in name or b"\0" in name:
+        raise FsError(errno.EINVAL, f"bad file name {name!r}")
+
+
+def _check_new_name(name: bytes) -> None:
+    _check_name(name)
+    if name in (b".", b".."):
+        raise FsError(errno.EEXIST)
+
+
+class Filesystem:
+    """One mounted filesystem (a ``super_block``)."""
+
+    def __init__(
+        self,
+        *,
+        capacity_blocks: int,
+        uid: int | None = None,
+        gid: int | None = None,
+        max_inodes: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.space = BlockPool(capacity_blocks)
+        self.max_inodes = max_inodes if max_inodes is not None else max(capacity_blocks, 1 << 16)
+        self.clock = clock
+        self.on_invalidate: Callable[[int], None] | None = None
+        self.inodes: dict[int, Inode] = {}
+        self._next_ino = ROOT_INO + 1
+        self._files: dict[int, OpenFile] = {}
+        self._dirs: dict[int, Inode] = {}
+        self._next_fh = 1
+        root = Inode(
+            ROOT_INO,
+            stat.S_IFDIR | 0o755,
+            os.getuid() if uid is None else uid,
+            os.getgid() if gid is None else gid,
+            clock(),
+        )
+        root.nlink = 2
+        root.lookups = 1  # the kernel's reference to the mount root, never forgotten
+        root.dir = Directory(parent=ROOT_INO)
+        self.inodes[ROOT_INO] = root
+
+    # -- inode table --------------------------------------------------------------------
+    def inode(self, ino: int) -> Inode:
+        try:
+            return self.inodes[ino]
+        except KeyError:
+            raise FsError(errno.ENOENT, f"no inode {ino}") from None
+
+    def file_data(self, ino: int) -> FileData:
+        inode = self.inode(ino)
+        if inode.data is None:
+            raise FsError(errno.EINVAL, f"inode {ino} is not a regular file")
+        return inode.data
+
+    def _dir(self, ino: int) -> tuple[Inode, Directory]:
+        inode = self.inode(ino)
+        if inode.dir is None:
+            raise FsError(errno.ENOTDIR)
+        return inode, inode.dir
+
+    def _new_inode(self, parent: Inode, mode: int, ctx: Ctx) -> Inode:
+        """``new_inode`` + ``inode_init_owner``: owner, umask, setgid directories."""
+        if len(self.inodes) >= self.max_inodes:
+            raise FsError(errno.ENOSPC, "no free inodes")
+        perm = mode & 0o7777 & ~ctx.umask
+        gid = ctx.gid
+        if parent.mode & stat.S_ISGID:
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                perm |= stat.S_ISGID
+        inode = Inode(self._next_ino, stat.S_IFMT(mode) | perm, ctx.uid, gid, self.clock())
+        self._next_ino += 1
+        if inode.is_reg:
+            inode.data = FileData(self.space, host=inode.ino)
+            inode.data.on_invalidate = partial(self._invalidate, inode.ino)
+        self.inodes[inode.ino] = inode
+        return inode
+
+    def _link_new(self, parent: Inode, name: bytes, inode: Inode) -> Attr:
+        assert parent.dir is not None
+        parent.dir.add(name, inode.ino)
+        parent.touch_modified(inode.ctime_ns)
+        inode.lookups += 1
+        return inode.attr()
+
+    def _maybe_evict(self, inode: Inode) -> None:
+        if inode.ino != ROOT_INO and inode.freeable and self.inodes.get(inode.ino) is inode:
+            if inode.data is not None:
+                inode.data.evict()
+            del self.inodes[inode.ino]
+
+    def _invalidate(self, ino: int) -> None:
+        if self.on_invalidate is not None:
+            self.on_invalidate(ino)
+
+    # -- lookup references --------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes, ctx: Ctx) -> Attr:
+        pinode, pdir = self._dir(parent)
+        if name == b".":
+            ino: int | None = parent
+        elif name == b"..":
+            ino = pdir.parent
+        else:
+            _check_name(name)
+            ino = pdir.lookup(name)
+        if ino is None:
+            raise FsError(errno.ENOENT)
+        inode = self.inode(ino)
+        inode.lookups += 1
+        return inode.attr()
+
+    def inc_lookup(self, ino: int) -> None:
+        self.inode(ino).lookups += 1
+
+    def forget(self, items: Iterable[tuple[int, int]]) -> None:
+        for ino, nlookup in items:
+            inode = self.inodes.get(ino)
+            if inode is None or ino == ROOT_INO:
+                continue
+            inode.lookups = max(0, inode.lookups - nlookup)
+            self._maybe_evict(inode)
+
+    # -- attributes ---------------------------------------------------------------------
+    def getattr(self, ino: int) -> Attr:
+        return self.inode(ino).attr()
+
+    async def setattr(
+        self,
+        ino: int,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+        ctx: Ctx,
+    ) -> Attr:
+        inode = self.inode(ino)
+        if size is not None:
+            if inode.is_dir:
+                raise FsError(errno.EISDIR)
+            if inode.data is None:
+                raise FsError(errno.EINVAL, "truncate of a special file")
+            async with inode.data.i_rwsem:
+                inode.data.truncate(size)
+            inode.mtime_ns = self.clock()
+        if mode is not None:
+            inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
+        if uid is not None or gid is not None:
+            if mode is None and not inode.is_dir:  # chown kills suid/sgid (setattr_copy)
+                kill = stat.S_ISUID
+                if inode.mode & stat.S_IXGRP:
+                    kill |= stat.S_ISGID
+                inode.mode &= ~kill
+            if uid is not None:
+                inode.uid = uid
+            if gid is not None:
+                inode.gid = gid
+        now = self.clock()
+        if atime_ns is not None:
+            inode.atime_ns = now if atime_ns == UTIME_NOW else atime_ns
+        if mtime_ns is not None:
+            inode.mtime_ns = now if mtime_ns == UTIME_NOW else mtime_ns
+        inode.touch_changed(now)
+        return inode.attr()
+
+    def readlink(self, ino: int) -> bytes:
+        inode = self.inode(ino)
+        if not inode.is_lnk:
+            raise FsError(errno.EINVAL)
+        inode.touch_accessed(self.clock())
+        return inode.target
+
+    # -- creating names -----------------------------------------------------------------
+    def _prepare_create(self, parent: int, name: bytes) -> Inode:
+        pinode, pdir = self._dir(parent)
+        _check_new_name(name)
+        if pinode.nlink == 0:
+            raise FsError(errno.ENOENT, "directory was removed")
+        if pdir.lookup(name) is not None:
+            raise FsError(errno.EEXIST)
+        return pinode
+
+    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Ctx) -> Attr:
+        pinode = self._prepare_create(parent, name)
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+            raise FsError(errno.EINVAL, "mknod of a directory or symlink")
+        inode = self._new_inode(pinode, kind | (mode & 0o7777), ctx)
+        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+            inode.rdev = rdev
+        return self._link_new(pinode, name, inode)
+
+    def mkdir(self, parent: int, name: bytes, mode: int, ctx: Ctx) -> Attr:
+        pinode = self._prepare_create(parent, name)
+        inode = self._new_inode(pinode, stat.S_IFDIR | (mode & 0o7777), ctx)
+        inode.nlink = 2
+        inode.dir = Directory(parent=parent)
+        pinode.nlink += 1
+        return self._link_new(pinode, name, inode)
+
+    def symlink(self, parent: int, name: bytes, target: bytes, ctx: Ctx) -> Attr:
+        if not target:
+            raise FsError(errno.ENOENT, "empty symlink target")
+        if len(target) >= PATH_MAX:
+            raise FsError(errno.ENAMETOOLONG)
+        pinode = self._prepare_create(parent, name)
+        inode = self._new_inode(pinode, stat.S_IFLNK | 0o777, Ctx(ctx.uid, ctx.gid, ctx.pid))
+        inode.target = bytes(target)
+        return self._link_new(pinode, name, inode)
+
+    def link(self, ino: int, new_parent: int, new_name: bytes, ctx: Ctx) -> Attr:
+        inode = self.inode(ino)
+        if inode.is_dir:
+            raise FsError(errno.EPERM, "hard link to a directory")
+        pinode = self._prepare_create(new_parent, new_name)
+        if inode.nlink == 0:
+            raise FsError(errno.ENOENT, "the file was unlinked")
+        inode.nlink += 1
+        inode.touch_changed(self.clock())
+        return self._link_new(pinode, new_name, inode)
+
+    # -- removing names -----------------------------------------------------------------
+    def _drop_link(self, inode: Inode, now: int) -> None:
+        """One name fewer for ``inode`` (a directory loses both of its links)."""
+        inode.nlink = 0 if inode.is_dir else inode.nlink - 1
+        inode.touch_changed(now)
+        self._maybe_evict(inode)
+
+    def _entry(self, parent: int, name: bytes) -> tuple[Inode, Directory, Inode]:
+        pinode, pdir = self._dir(parent)
+        _check_name(name)
+        ino = pdir.lookup(name)
+        if ino is None:
+            raise FsError(errno.ENOENT)
+        return pinode, pdir, self.inode(ino)
+
+    async def unlink(self, parent: int, name: bytes, ctx: Ctx) -> None:
+        pinode, pdir, inode = self._entry(parent, name)
+        if inode.is_dir:
+            raise FsError(errno.EISDIR)
+        pdir.remove(name)
+        now = self.clock()
+        pinode.touch_modified(now)
+        self._drop_link(inode, now)
+
+    async def rmdir(self, parent: int, name: bytes, ctx: Ctx) -> None:
+        if name == b".":
+            raise FsError(errno.EINVAL)
+        if name == b"..":
+            raise FsError(errno.ENOTEMPTY)
+        pinode, pdir, inode = self._entry(parent, name)
+        if inode.dir is None:
+            raise FsError(errno.ENOTDIR)
+        if len(inode.dir):
+            raise FsError(errno.ENOTEMPTY)
+        pdir.remove(name)
+        pinode.nlink -= 1
+        now = self.clock()
+        pinode.touch_modified(now)
+        self._drop_link(inode, now)
+
+    # -- rename -------------------------------------------------------------------------
+    def _is_ancestor(self, ancestor: int, ino: int) -> bool:
+        """True when ``ino`` is ``ancestor`` or lies below it."""
+        while True:
+            if ino == ancestor:
+                return True
+            if ino == ROOT_INO:
+                return False
+            d = self.inodes[ino].dir
+            assert d is not None
+            ino = d.parent
+
+    async def rename(
+        self,
+        old_parent: int,
+        old_name: bytes,
+        new_parent: int,
+        new_name: bytes,
+        flags: int,
+        ctx: Ctx,
+    ) -> None:
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
+            RENAME_NOREPLACE | RENAME_EXCHANGE
+        ):
+            raise FsError(errno.EINVAL, f"bad rename flags {flags:#x}")
+        for name in (old_name, new_name):
+            if name in (b".", b".."):
+                raise FsError(errno.EBUSY)
+        opinode, odir, src = self._entry(old_parent, old_name)
+        npinode, ndir = self._dir(new_parent)
+        _check_name(new_name)
+        dst_ino = ndir.lookup(new_name)
+        dst = None if dst_ino is None else self.inode(dst_ino)
+        if flags & RENAME_EXCHANGE:
+            if dst is None:
+                raise FsError(errno.ENOENT)
+            self._exchange(opinode, old_name, src, npinode, new_name, dst)
+            return
+        if dst is not None and flags & RENAME_NOREPLACE:
+            raise FsError(errno.EEXIST)
+        if dst is src:
+            return
+        if src.is_dir and self._is_ancestor(src.ino, new_parent):
+            raise FsError(errno.EINVAL, "directory renamed into itself")
+        if dst is not None:
+            if src.is_dir and dst.dir is None:
+                raise FsError(errno.ENOTDIR)
+            if not src.is_dir and dst.is_dir:
+                raise FsError(errno.EISDIR)
+            if dst.dir is not None and len(dst.dir):
+                raise FsError(errno.ENOTEMPTY)
+        if npinode.nlink == 0:
+            raise FsError(errno.ENOENT, "target directory was removed")
+        odir.remove(old_name)
+        now = self.clock()
+        if dst is None:
+            ndir.add(new_name, src.ino)
+        else:
+            ndir.replace(new_name, src.ino)
+            if dst.is_dir:
+                npinode.nlink -= 1
+        if src.dir is not None and old_parent != new_parent:
+            opinode.nlink -= 1
+            npinode.nlink += 1
+            src.dir.parent = new_parent
+        src.touch_changed(now)
+        opinode.touch_modified(now)
+        npinode.touch_modified(now)
+        if dst is not None:
+            self._drop_link(dst, now)
+
+    def _exchange(
+        self,
+        opinode: Inode,
+        old_name: bytes,
+        src: Inode,
+        npinode: Inode,
+        new_name: bytes,
+        dst: Inode,
+    ) -> None:
+        """RENAME_EXCHANGE: swap two names atomically (both must exist)."""
+        if src is dst:
+            return
+        if src.is_dir and self._is_ancestor(src.ino, npinode.ino):
+            raise FsError(errno.EINVAL, "directory exchanged into itself")
+        if dst.is_dir and self._is_ancestor(dst.ino, opinode.ino):
+            raise FsError(errno.EINVAL, "directory exchanged into itself")
+        assert opinode.dir is not None
+        assert npinode.dir is not None
+        opinode.dir.replace(old_name, dst.ino)
+        npinode.dir.replace(new_name, src.ino)
+        if opinode is not npinode:
+            for moved, frm, to in ((src, opinode, npinode), (dst, npinode, opinode)):
+                if moved.dir is not None:
+                    frm.nlink -= 1
+                    to.nlink += 1
+                    moved.dir.parent = to.ino
+        now = self.clock()
+        src.touch_changed(now)
+        dst.touch_changed(now)
+        opinode.touch_modified(now)
+        npinode.touch_modified(now)
+
+    # -- open files ---------------------------------------------------------------------
+    def _new_fh(self, inode: Inode, flags: int) -> int:
+        assert inode.data is not None
+        fh = self._next_fh
+        self._next_fh += 1
+        self._files[fh] = OpenFile(inode, flags, inode.data.mapping.wb_err.sample())
+        inode.opens += 1
+        return fh
+
+    def _handle(self, fh: int) -> OpenFile:
+        try:
+            return self._files[fh]
+        except KeyError:
+            raise FsError(errno.EBADF) from None
+
+    def open(self, ino: int, flags: int, ctx: Ctx) -> int:
+        inode = self.inode(ino)
+        if inode.is_dir:
+            raise FsError(errno.EISDIR)
+        if inode.data is None:
+            raise FsError(errno.ENXIO, "not a regular file")
+        fh = self._new_fh(inode, flags)
+        if flags & os.O_TRUNC and self._files[fh].writable:
+            inode.data.truncate(0)
+            inode.touch_modified(self.clock())
+        return fh
+
+    def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx) -> tuple[int, Attr]:
+        pinode, pdir = self._dir(parent)
+        _check_name(name)
+        existing = pdir.lookup(name)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise FsError(errno.EEXIST)
+            fh = self.open(existing, flags, ctx)
+            inode = self.inode(existing)
+            inode.lookups += 1
+            return fh, inode.attr()
+        attr = self.mknod(parent, name, stat.S_IFREG | (mode & 0o7777), 0, ctx)
+        return self._new_fh(self.inodes[attr.ino], flags), attr
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        of = self._handle(fh)
+        assert of.inode.data is not None
+        data = of.inode.data.read(offset, size)
+        of.inode.touch_accessed(self.clock())
+        return data
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        of = self._handle(fh)
+        if not of.writable:
+            raise FsError(errno.EBADF, "file not open for writing")
+        assert of.inode.data is not None
+        n = await of.inode.data.write(offset, data)
+        of.inode.touch_modified(self.clock())
+        return n
+
+    async def flush(self, fh: int) -> None:
+        self._handle(fh)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        """Write the file back; report a writeback error once per open file."""
+        of = self._handle(fh)
+        data = of.inode.data
+        assert data is not None
+        await data.writeback()
+        err, of.wb_err_since = data.mapping.wb_err.check_and_advance(of.wb_err_since)
+        if err:
+            raise FsError(err, "writeback failed")
+
+    async def release(self, fh: int) -> None:
+        of = self._files.pop(fh, None)
+        if of is None:
+            raise FsError(errno.EBADF)
+        of.inode.opens -= 1
+        self._maybe_evict(of.inode)
+
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        of = self._handle(fh)
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+            raise FsError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x}")
+        if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+            raise FsError(errno.EOPNOTSUPP, "PUNCH_HOLE needs KEEP_SIZE")
+        if offset < 0 or length <= 0:
+            raise FsError(errno.EINVAL, "bad fallocate range")
+        if not of.writable:
+            raise FsError(errno.EBADF, "file not open for writing")
+        data = of.inode.data
+        assert data is not None
+        async with data.i_rwsem:
+            if mode & FALLOC_FL_PUNCH_HOLE:
+                data.punch_hole(offset, length)
+            else:
+                data.fallocate(offset, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))
+        of.inode.touch_modified(self.clock())
+
+    # -- directories --------------------------------------------------------------------
+    def opendir(self, ino: int, ctx: Ctx) -> int:
+        inode, _ = self._dir(ino)
+        fh = self._next_fh
+        self._next_fh += 1
+        self._dirs[fh] = inode
+        inode.opens += 1
+        return fh
+
+    def readdir(self, fh: int, start_id: int) -> Iterator[tuple[bytes, Attr, int]]:
+        try:
+            inode = self._dirs[fh]
+        except KeyError:
+            raise FsError(errno.EBADF) from None
+        assert inode.dir is not None
+        if start_id == 0:
+            inode.touch_accessed(self.clock())
+        return self._readdir(inode.dir, start_id)
+
+    def _readdir(self, d: Directory, start_id: int) -> Iterator[tuple[bytes, Attr, int]]:
+        for name, ino, cookie in d.entries_after(start_id):
+            yield name, self.inodes[ino].attr(), cookie
+
+    def releasedir(self, fh: int) -> None:
+        inode = self._dirs.pop(fh, None)
+        if inode is None:
+            raise FsError(errno.EBADF)
+        inode.opens -= 1
+        self._maybe_evict(inode)
+
+    # -- the filesystem as a whole ------------------------------------------------------
+    def statfs(self) -> StatFs:
+        free = self.space.free
+        ffree = max(0, self.max_inodes - len(self.inodes))
+        return StatFs(
+            bsize=BLOCK_SIZE,
+            frsize=BLOCK_SIZE,
+            blocks=self.space.capacity,
+            bfree=free,
+            bavail=free,
+            files=self.max_inodes,
+            ffree=ffree,
+            favail=ffree,
+            namemax=NAME_MAX,
+        )
+
+    def statistics(self) -> SpaceStats:
+        return self.space.statistics()
+
+    # -- extended attributes ------------------------------------------------------------
+    def getxattr(self, ino: int, name: bytes, ctx: Ctx) -> bytes:
+        if name == xattrs.SECURITY_CAPABILITY:
+            raise FsError(errno.ENODATA)
+        inode = self.inode(ino)
+        if introspect.is_introspection(name):
+            return introspect.get(self, inode, name, is_root=ino == ROOT_INO)
+        return xattrs.get(inode, name, ctx)
+
+    def setxattr(self, ino: int, name: bytes, value: bytes, flags: int, ctx: Ctx) -> None:
+        inode = self.inode(ino)
+        if introspect.is_introspection(name):
+            introspect.refuse_change(name)
+        xattrs.set_(inode, name, value, flags, ctx)
+        inode.touch_changed(self.clock())
+
+    def listxattr(self, ino: int, ctx: Ctx) -> list[bytes]:
+        return xattrs.names(self.inode(ino), ctx)
+
+    def removexattr(self, ino: int, name: bytes, ctx: Ctx) -> None:
+        inode = self.inode(ino)
+        if introspect.is_introspection(name):
+            introspect.refuse_change(name)
+        xattrs.remove(inode, name, ctx)
+        inode.touch_changed(self.clock())
+
+    # -- writeback ----------------------------------------------------------------------
+    async def writeback(self, ino: int | None = None) -> None:
+        """Write back dirty pages of one file, or of every file (``sync``)."""
+        if ino is not None:
+            await self.file_data(ino).writeback()
+            return
+        for inode in list(self.inodes.values()):
+            if inode.data is not None and inode.data.mapping.dirty_tag:
+                await inode.data.writeback()
+
+    async def run_flusher(
+        self,
+        *,
+        interval: float = 5.0,
+        expire: float = 30.0,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Every ``interval`` s, write back files dirty for ``expire`` s or longer.
+
+        Kernel: the flusher's periodic ``wb_writeback`` with ``dirty_writeback_centisecs``
+        and ``dirty_expire_centisecs`` (5 s and 30 s by default).
+        """
+        task_status.started()
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for inode in list(self.inodes.values()):
+                data = inode.data
+                if data is None or not data.mapping.dirty_tag:
+                    continue
+                if data.dirtied_when is None:  # dirtied behind our back: start the clock
+                    data.dirtied_when = now
+                elif now - data.dirtied_when >= expire:
+                    await data.writeback()
+
+    # -- fsck ---------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise AssertionError when an invariant of the filesystem does not hold."""
+        self.space.check()
+        allocated = reserved = 0
+        names: dict[int, int] = {}
+        for inode in self.inodes.values():
+            if inode.data is not None:
+                inode.data.check()
+                allocated += inode.data.nr_allocated
+                reserved += inode.data.nr_reserved
+            if inode.dir is not None:
+                subdirs = 0
+                for ino, _ in inode.dir.entries.values():
+                    child = self.inodes.get(ino)
+                    if child is None:
+                        raise AssertionError(f"{inode!r} names missing inode {ino}")
+                    names[ino] = names.get(ino, 0) + 1
+                    subdirs += child.is_dir
+                want = 2 + subdirs if inode.nlink else 0
+                if inode.nlink != want:
+                    raise AssertionError(f"{inode!r} should have nlink {want}")
+        for inode in self.inodes.values():
+            if not inode.is_dir and inode.nlink != names.get(inode.ino, 0):
+                raise AssertionError(f"{inode!r} has {names.get(inode.ino, 0)} names")
+        if (allocated, reserved) != (self.space.allocated, self.space.reserved):
+            raise AssertionError(
+                f"files hold {allocated} allocated + {reserved} reserved blocks,"
+                f" pool says {self.space!r}"
+            )

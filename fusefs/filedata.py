@@ -1,0 +1,420 @@
+"""A regular file's data: its pages in the page cache and the block state of each page.
+
+This module owns, for one regular file, the mapping from page index to block state:
+
+* **hole** — no block.  A cached page there (a read fault of a hole) holds zeros.
+* **reserved** — a dirty page with a promised block (delayed allocation, as ext4's
+  ``ext4_da_get_block_prep``).  The reservation belongs to the *page object*
+  (``reserved_pages``), so a page removed by truncate or hole punch takes its
+  reservation with it and a stale holder of that page can never release a reservation
+  that a newer page at the same index made.
+* **allocated** — the index is in ``allocated``: a block holds the data.  The page may
+  be cached (the one copy of the data) or not (a block from ``fallocate`` that was never
+  written: it reads as zeros).
+
+The data itself lives only in ``mapping`` (a ``sim_mmu`` AddressSpace); there is no
+second copy.  "Writing back" a page therefore moves no bytes: it turns the page's
+reservation into an allocation (or allocates now, for a dirty page that has neither, the
+pre-``page_mkwrite`` case) and cleans the page.  When no block can be found then, the
+error is recorded on the mapping (``errseq``) and the page's data is dropped, as the
+kernel's writeback drops data it cannot write.
+
+Invariants (checked by :meth:`FileData.check`):
+
+* a reserved page is cached in this mapping, is dirty or locked (being dirtied), and its
+  index is not allocated;
+* ``len(allocated)`` and ``len(reserved_pages)`` are this file's share of the pool's
+  allocated and reserved counters;
+* no page is cached wholly beyond EOF.
+
+The vm operations (``fault``/``page_mkwrite``/``writepage`` policies) build on the
+methods ``page_needs_block``, ``reserve_page``, ``allocate_for_writeback``,
+``release_page_space``, ``mark_page_dirty`` and ``writepage``.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from collections.abc import Callable, Iterable
+
+import trio
+
+from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, AddressSpace, Page, zero_page
+
+from .errors import FsError
+from .space import BlockPool
+
+# The largest file size (kernel: MAX_LFS_FILESIZE on 64-bit).
+MAX_FILE_SIZE = (1 << 63) - 1
+
+_ZEROS = memoryview(zero_page())
+
+
+class BlockState(enum.Enum):
+    HOLE = "hole"
+    RESERVED = "reserved"
+    ALLOCATED = "allocated"
+
+
+class FileData:
+    """One regular file's size, pages and blocks (the data half of an inode)."""
+
+    def __init__(self, pool: BlockPool, host: object = None) -> None:
+        self.pool = pool
+        self.mapping = AddressSpace(host)
+        self.size = 0
+        self.allocated: set[int] = set()
+        self.reserved_pages: set[Page] = set()
+        # When the file went from clean to dirty (trio clock), for the flusher's expiry.
+        self.dirtied_when: float | None = None
+        # Set by the filesystem: called when data changed not through a request.
+        self.on_invalidate: Callable[[], None] | None = None
+        # Per-file counters.
+        self.pages_lost = 0
+        # i_rwsem: write, truncate and fallocate of one file run one at a time.
+        self.i_rwsem = trio.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"<FileData size={self.size} allocated={len(self.allocated)}"
+            f" reserved={len(self.reserved_pages)} dirty={len(self.mapping.dirty_tag)}>"
+        )
+
+    # -- block state of a page ----------------------------------------------------------
+    @property
+    def nr_allocated(self) -> int:
+        return len(self.allocated)
+
+    @property
+    def nr_reserved(self) -> int:
+        return len(self.reserved_pages)
+
+    @property
+    def nr_dirty(self) -> int:
+        return len(self.mapping.dirty_tag)
+
+    def block_state(self, index: int) -> BlockState:
+        if index in self.allocated:
+            return BlockState.ALLOCATED
+        page = self.mapping.pages.get(index)
+        if page is not None and page in self.reserved_pages:
+            return BlockState.RESERVED
+        return BlockState.HOLE
+
+    def page_needs_block(self, index: int) -> bool:
+        """True when a store at ``index`` needs a block it does not have yet."""
+        return self.block_state(index) is BlockState.HOLE
+
+    def reserve_page(self, page: Page) -> bool:
+        """Make sure ``page`` has space: keep what it has, or reserve a free block.
+
+        Idempotent (one reservation per page).  False when the page needs a block and
+        none is free: the caller answers ENOSPC (``write``) or SIGBUS (``page_mkwrite``).
+        """
+        if page.index in self.allocated or page in self.reserved_pages:
+            return True
+        if page.mapping is not self.mapping:
+            raise AssertionError(f"reserve for {page!r} outside {self.mapping!r}")
+        if not self.pool.reserve(1):
+            return False
+        self.reserved_pages.add(page)
+        return True
+
+    def release_page_space(self, page: Page) -> None:
+        """Give back the reservation ``page`` holds, if any (the page is going away)."""
+        if page in self.reserved_pages:
+            self.reserved_pages.discard(page)
+            self.pool.unreserve(1)
+
+    def allocate_for_writeback(self, page: Page) -> bool:
+        """Give ``page`` a block for writeback: reserved -> allocated, or allocate now.
+
+        False only for a page that has neither an allocation nor a reservation when no
+        block is free (the legacy, pre-``page_mkwrite`` loss).
+        """
+        index = page.index
+        if index in self.allocated:
+            return True
+        if page in self.reserved_pages:
+            self.reserved_pages.discard(page)
+            self.pool.claim_reserved(1)
+        elif not self.pool.allocate(1):
+            return False
+        self.allocated.add(index)
+        return True
+
+    def mark_page_dirty(self, page: Page) -> None:
+        """Dirty ``page`` and note when the file became dirty (``__mark_inode_dirty``)."""
+        self.mapping.set_page_dirty(page)
+        if self.dirtied_when is None:
+            self.dirtied_when = trio.current_time()
+
+    # -- read(2) ------------------------------------------------------------------------
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset``, never past EOF; holes read as zeros."""
+        if offset < 0 or size < 0:
+            raise FsError(errno.EINVAL, "negative offset or size")
+        end = min(self.size, offset + size)
+        if offset >= end:
+            return b""
+        pages = self.mapping.pages
+        parts: list[memoryview] = []
+        pos = offset
+        while pos < end:
+            start = pos & PAGE_MASK
+            chunk = min(PAGE_SIZE - start, end - pos)
+            page = pages.get(pos >> PAGE_SHIFT)
+            if page is None:
+                parts.append(_ZEROS[:chunk])
+            else:
+                parts.append(memoryview(page.data)[start : start + chunk])
+            pos += chunk
+        return b"".join(parts)
+
+    # -- write(2) -----------------------------------------------------------------------
+    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Copy ``data`` into the pages at ``offset``; return how much was written.
+
+        Each hole page touched gets a reservation before any byte of it changes; when
+        none is left the write stops at that page and returns the short count (ENOSPC
+        if nothing was written).  A page is updated whole or not at all.
+        """
+        if offset < 0:
+            raise FsError(errno.EINVAL, "negative offset")
+        length = len(data)
+        if length == 0:
+            return 0
+        if offset >= MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG)
+        length = min(length, MAX_FILE_SIZE - offset)
+        src = memoryview(data).cast("B")
+        async with self.i_rwsem:
+            if offset + length > self.size:
+                self._zero_beyond_eof()
+            done = await self._copy_in(offset, src[:length])
+            if done == 0:
+                raise FsError(errno.ENOSPC)
+            if offset + done > self.size:
+                self.size = offset + done
+            return done
+
+    async def _copy_in(self, offset: int, src: memoryview) -> int:
+        done = 0
+        end = len(src)
+        while done < end:
+            pos = offset + done
+            start = pos & PAGE_MASK
+            chunk = min(PAGE_SIZE - start, end - done)
+            page = await self._get_locked_page_with_space(pos >> PAGE_SHIFT)
+            if page is None:
+                break
+            try:
+                page.data[start : start + chunk] = src[done : done + chunk]
+                page.uptodate = True
+                self.mark_page_dirty(page)
+            finally:
+                page.unlock()
+            done += chunk
+        return done
+
+    async def _get_locked_page_with_space(self, index: int) -> Page | None:
+        """The page at ``index``, locked, with a block or reservation; None if no space.
+
+        Never leaves a new empty page behind when there is no space for it.
+        """
+        mapping = self.mapping
+        while True:
+            page = mapping.pages.get(index)
+            if page is None:
+                if index not in self.allocated and self.pool.free == 0:
+                    return None
+                page = mapping.add_page(index)
+                page.uptodate = True
+                page.trylock()
+            elif not page.trylock():
+                await page.lock()
+                if page.mapping is not mapping:  # truncated while we slept
+                    page.unlock()
+                    continue
+            if page.writeback:  # stable pages: no change while under I/O
+                await page.wait_writeback()
+            if self.reserve_page(page):
+                return page
+            page.unlock()
+            return None
+
+    # -- size changes -------------------------------------------------------------------
+    def _zero_beyond_eof(self) -> None:
+        """Zero the last page past EOF (stores there through a mapping are not data)."""
+        start = self.size & PAGE_MASK
+        if start:
+            page = self.mapping.pages.get(self.size >> PAGE_SHIFT)
+            if page is not None:
+                page.data[start:] = _ZEROS[start:]
+
+    def truncate(self, new_size: int) -> None:
+        """Set the size; shrinking frees the pages and blocks past the new EOF at once.
+
+        Kernel: ``truncate_setsize`` + ``truncate_pagecache`` + the fs's block freeing.
+        """
+        if new_size < 0:
+            raise FsError(errno.EINVAL, "negative size")
+        if new_size > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG)
+        if new_size >= self.size:
+            self._zero_beyond_eof()
+            self.size = new_size
+            return
+        self.size = new_size
+        first = (new_size + PAGE_MASK) >> PAGE_SHIFT
+        self._remove_pages(first, None)
+        self._release_blocks(first, None)
+        self._zero_beyond_eof()
+
+    def _remove_pages(self, first: int, last: int | None) -> None:
+        """Unmap and drop the cached pages ``first..last``, with their reservations."""
+        for page in self.mapping.truncate_pages_nowait(first, last):
+            self.release_page_space(page)
+
+    def _release_blocks(self, first: int, last: int | None) -> None:
+        """Free the allocated blocks of pages ``first..last``."""
+        if last is not None and last - first < len(self.allocated):
+            doomed: Iterable[int] = [i for i in range(first, last + 1) if i in self.allocated]
+        else:
+            top = MAX_FILE_SIZE if last is None else last
+            doomed = [i for i in self.allocated if first <= i <= top]
+        for i in doomed:
+            self.allocated.discard(i)
+        self.pool.release(len(doomed))
+
+    def _zero_range_in_page(self, index: int, start: int, end: int) -> None:
+        page = self.mapping.pages.get(index)
+        if page is not None:
+            page.data[start:end] = _ZEROS[start:end]
+
+    def punch_hole(self, offset: int, length: int) -> None:
+        """Deallocate [offset, offset+length): whole pages are freed, edges zeroed."""
+        if offset < 0 or length <= 0:
+            raise FsError(errno.EINVAL, "bad range")
+        end = min(offset + length, MAX_FILE_SIZE)
+        first_full = (offset + PAGE_MASK) >> PAGE_SHIFT
+        last_full = (end >> PAGE_SHIFT) - 1
+        head = offset >> PAGE_SHIFT
+        tail = (end - 1) >> PAGE_SHIFT
+        if head == tail and head < first_full:  # inside one page
+            self._zero_range_in_page(head, offset & PAGE_MASK, ((end - 1) & PAGE_MASK) + 1)
+            return
+        if head < first_full:
+            self._zero_range_in_page(head, offset & PAGE_MASK, PAGE_SIZE)
+        if tail > last_full:
+            self._zero_range_in_page(tail, 0, ((end - 1) & PAGE_MASK) + 1)
+        if first_full <= last_full:
+            self._remove_pages(first_full, last_full)
+            self._release_blocks(first_full, last_full)
+
+    def fallocate(self, offset: int, length: int, *, keep_size: bool) -> None:
+        """Allocate blocks for every page of the range, all or nothing (ENOSPC).
+
+        A reserved page's reservation becomes its allocation; a page without a cached
+        page gets a block that reads as zeros.  Later writes and stores to the range
+        need no space.  Without ``keep_size`` the size grows to cover the range.
+        """
+        if offset < 0 or length <= 0:
+            raise FsError(errno.EINVAL, "bad range")
+        if offset + length > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG)
+        span = range(offset >> PAGE_SHIFT, ((offset + length - 1) >> PAGE_SHIFT) + 1)
+        if len(span) > len(self.allocated):
+            have = sum(1 for i in self.allocated if i in span)
+        else:
+            have = sum(1 for i in span if i in self.allocated)
+        have += sum(1 for p in self.reserved_pages if p.index in span)
+        if len(span) - have > self.pool.free:
+            raise FsError(errno.ENOSPC)
+        for index in span:
+            if index in self.allocated:
+                continue
+            page = self.mapping.pages.get(index)
+            if page is not None and page in self.reserved_pages:
+                self.reserved_pages.discard(page)
+                self.pool.claim_reserved(1)
+            elif not self.pool.allocate(1):
+                raise AssertionError("fallocate lost a block it counted as free")
+            self.allocated.add(index)
+        if not keep_size and offset + length > self.size:
+            self._zero_beyond_eof()
+            self.size = offset + length
+
+    # -- writeback ----------------------------------------------------------------------
+    async def writeback(self) -> None:
+        """Write back every dirty page (kernel: ``write_cache_pages``, WB_SYNC_ALL)."""
+        mapping = self.mapping
+        for n, index in enumerate(mapping.dirty_indices()):
+            if n and n % 256 == 0:
+                await trio.lowlevel.checkpoint()  # let requests in during a long writeback
+            page = mapping.pages.get(index)
+            if page is None:
+                continue
+            await page.lock()
+            try:
+                if page.mapping is not mapping:
+                    continue
+                if page.writeback:
+                    await page.wait_writeback()
+                if not mapping.clear_page_dirty_for_io(page):
+                    continue
+                page.start_writeback()
+                try:
+                    await self.writepage(page)
+                finally:
+                    page.end_writeback()
+            finally:
+                page.unlock()
+        if not mapping.dirty_tag:
+            self.dirtied_when = None
+
+    async def writepage(self, page: Page) -> None:
+        """Write one locked page under writeback: give it a block, or lose it (ENOSPC).
+
+        Kernel: ``->writepage`` (``block_write_full_page`` with delalloc).  The part of
+        the last page past EOF is zeroed, and a page wholly past EOF is discarded.
+        """
+        if page.index << PAGE_SHIFT >= self.size:
+            self._drop_page(page)
+            return
+        if not self.allocate_for_writeback(page):
+            self.mapping.wb_err.set_error(errno.ENOSPC)
+            self.pages_lost += 1
+            self._drop_page(page)
+            if self.on_invalidate is not None:
+                self.on_invalidate()
+            return
+        if page.index == self.size >> PAGE_SHIFT:
+            self._zero_beyond_eof()
+
+    def _drop_page(self, page: Page) -> None:
+        self.release_page_space(page)
+        self.mapping.truncate_pages_nowait(page.index, page.index)
+
+    # -- the end of the inode -----------------------------------------------------------
+    def evict(self) -> None:
+        """Free every page and block (last close and forget of an unlinked file)."""
+        self._remove_pages(0, None)
+        self._release_blocks(0, None)
+        self.dirtied_when = None
+
+    def check(self) -> None:
+        """Raise AssertionError when a per-file invariant does not hold."""
+        mapping = self.mapping
+        for page in self.reserved_pages:
+            if page.mapping is not mapping or mapping.pages.get(page.index) is not page:
+                raise AssertionError(f"reserved {page!r} is not in {mapping!r}")
+            if page.index in self.allocated:
+                raise AssertionError(f"{page!r} both reserved and allocated")
+            if not (page.dirty or page.locked):
+                raise AssertionError(f"reserved {page!r} is clean and unlocked")
+        eof_pages = (self.size + PAGE_MASK) >> PAGE_SHIFT
+        for index in mapping.pages:
+            if index >= eof_pages:
+                raise AssertionError(f"page {index} cached past EOF {self.size}")

@@ -1,0 +1,73 @@
+"""Read-only ``user.mkwritefs.*`` extended attributes: the figures, where users look.
+
+This module owns the introspection namespace.  The values are computed when read,
+as decimal ASCII, and are never stored or listed (so ``cp -a`` and ``tar --xattrs`` copy
+nothing of them).  On the root: the filesystem's block counters; on a regular file: its
+own allocated and reserved blocks and dirty pages.  Setting or removing any name in the
+namespace answers EPERM; reading an unknown one answers ENODATA.
+
+Later features add names with :func:`register_root` / :func:`register_file`.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import FsError
+from .inode import Inode
+
+if TYPE_CHECKING:
+    from .core import Filesystem
+
+PREFIX = b"user.mkwritefs."
+
+RootFigure = Callable[["Filesystem"], int | str]
+FileFigure = Callable[["Filesystem", Inode], int | str]
+
+_ROOT: dict[bytes, RootFigure] = {
+    b"capacity_blocks": lambda fs: fs.space.capacity,
+    b"free_blocks": lambda fs: fs.space.free,
+    b"reserved_blocks": lambda fs: fs.space.reserved,
+    b"allocated_blocks": lambda fs: fs.space.allocated,
+}
+
+
+def _file_data(inode: Inode) -> tuple[int, int, int]:
+    data = inode.data
+    if data is None:
+        raise FsError(errno.ENODATA)
+    return data.nr_allocated, data.nr_reserved, data.nr_dirty
+
+
+_FILE: dict[bytes, FileFigure] = {
+    b"allocated_blocks": lambda fs, inode: _file_data(inode)[0],
+    b"reserved_blocks": lambda fs, inode: _file_data(inode)[1],
+    b"dirty_pages": lambda fs, inode: _file_data(inode)[2],
+}
+
+
+def register_root(name: bytes, figure: RootFigure) -> None:
+    _ROOT[name] = figure
+
+
+def register_file(name: bytes, figure: FileFigure) -> None:
+    _FILE[name] = figure
+
+
+def is_introspection(name: bytes) -> bool:
+    return name.startswith(PREFIX)
+
+
+def get(fs: Filesystem, inode: Inode, name: bytes, *, is_root: bool) -> bytes:
+    key = name[len(PREFIX) :]
+    if is_root and key in _ROOT:
+        return str(_ROOT[key](fs)).encode()
+    if inode.is_reg and key in _FILE:
+        return str(_FILE[key](fs, inode)).encode()
+    raise FsError(errno.ENODATA, f"no introspection attribute {name!r} here")
+
+
+def refuse_change(name: bytes) -> None:
+    raise FsError(errno.EPERM, f"{name!r} is read-only")
