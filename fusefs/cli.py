@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:  # fusefs.mount imports pyfuse3: only `mount` needs it at run time
     from fusefs.mount import MountConfig
@@ -120,7 +120,7 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_mount_input(args: argparse.Namespace) -> tuple[str, int]:
     blocks = parse_size(args.size)
     mountpoint = os.path.abspath(args.dir)
-    if _find_mount(mountpoint) is not None:
+    if find_mount(mountpoint) is not None:
         raise UsageError(f"{args.dir} is already a mount point")
     if not os.path.isdir(mountpoint):
         raise UsageError(f"mount point {args.dir} is not an existing directory")
@@ -231,7 +231,7 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def _find_mount(mountpoint: str) -> str | None:
+def find_mount(mountpoint: str) -> str | None:
     """The filesystem type mounted on `mountpoint` (from /proc/self/mountinfo), or None.
 
     Unlike os.path.ismount this also sees a dead FUSE mount, whose stat fails ENOTCONN.
@@ -283,7 +283,7 @@ def _umount_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def run_umount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.dir)
-    fstype = _find_mount(mountpoint)
+    fstype = find_mount(mountpoint)
     if fstype is None:
         raise UsageError(f"{args.dir} is not a mount point")
     if fstype != FS_TYPE:
@@ -307,23 +307,24 @@ def run_umount(args: argparse.Namespace) -> int:
 
 def _wait_exited(pids: list[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while any(os.path.exists(f"/proc/{pid}") and not _is_zombie(pid) for pid in pids):
+    while not all(has_exited(pid) for pid in pids):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
     return True
 
 
-def _is_zombie(pid: int) -> bool:
+def has_exited(pid: int) -> bool:
+    """True once `pid` is gone or a zombie (its parent, maybe init, has yet to reap it)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except OSError:
         return True
 
 
 def _report_still_running(pids: list[int]) -> int:
-    alive = [str(p) for p in pids if os.path.exists(f"/proc/{p}")]
+    alive = [str(p) for p in pids if not has_exited(p)]
     print(f"mkwritefs umount: unmounted, but server {', '.join(alive)} still runs", file=sys.stderr)
     return 1
 
@@ -340,7 +341,7 @@ def _stat_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_figures(path: str) -> tuple[str, dict[str, int]]:
     """('filesystem' | 'file', {name: value}) from the user.mkwritefs.* xattrs of `path`."""
-    is_root = _find_mount(os.path.abspath(path)) is not None
+    is_root = find_mount(os.path.abspath(path)) is not None
     kind, names = ("filesystem", ROOT_FIGURES) if is_root else ("file", FILE_FIGURES)
     figures = {}
     for name in names:
@@ -376,8 +377,15 @@ def run_stat(args: argparse.Namespace) -> int:
 # -- entry point ------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mkwritefs",
         description="A size-limited in-memory FUSE filesystem that makes page_mkwrite() "
         "and ENOSPC visible.",

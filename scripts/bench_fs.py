@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Benchmark mkwritefs through the kernel against the kernel's own tmpfs, in one run.
+
+Both filesystems get the same workloads, from this process (the mkwritefs server runs in
+its own background process, mounted with `mkwritefs mount` in a temporary directory and
+unmounted in `finally`):
+
+- sequential write: 64 MiB with 1 MiB write(2) calls, into a new file (close included);
+- sequential read: the same file with 1 MiB read(2) calls. For mkwritefs the kernel's
+  cached copy is dropped first (POSIX_FADV_DONTNEED), so every byte comes from the
+  server; the warm figure (served by the kernel's page cache) is printed too;
+- first-touch stores to a shared mapping: one store per page of a new sparse file
+  mapped MAP_SHARED, each one a page fault the kernel handles (faults per second);
+- small-file creates: create, write 1 KiB, close, per file (files per second).
+
+Prints each figure and the mkwritefs/tmpfs ratio; `--json` prints one object with
+seq_write_ratio, seq_read_ratio, mmap_fault_ratio, creates_ratio and the raw figures.
+Each figure is the best of `--repeat` runs (default 3), to keep noise from other load out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+MIB = 1 << 20
+PAGE = 4096
+SEQ_BYTES = 64 * MIB
+MMAP_BYTES = 32 * MIB
+CREATE_FILES = 1000
+CREATE_SIZE = 1024
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fusefs.cli", *args], capture_output=True, text=True, check=False
+    )
+
+
+@contextmanager
+def mkwritefs_mount(size: str = "512M") -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="bench-mkwritefs-") as tmp:
+        mnt = Path(tmp) / "mnt"
+        mnt.mkdir()
+        result = _cli("mount", str(mnt), "--size", size)
+        if result.returncode != 0:
+            raise SystemExit(f"bench_fs: cannot mount mkwritefs: {result.stderr.strip()}")
+        try:
+            yield mnt
+        finally:
+            if _cli("umount", str(mnt)).returncode != 0:
+                subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+
+
+@contextmanager
+def tmpfs_mount(size: str = "512M") -> Iterator[Path]:
+    """A private tmpfs when root; otherwise a directory in /dev/shm (tmpfs too)."""
+    if os.getuid() != 0:
+        with tempfile.TemporaryDirectory(prefix="bench-tmpfs-", dir="/dev/shm") as tmp:
+            yield Path(tmp)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-tmpfs-") as tmp:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "bench", tmp], check=True)
+        try:
+            yield Path(tmp)
+        finally:
+            subprocess.run(["umount", tmp], check=False)
+
+
+def seq_write(d: Path) -> float:
+    """MiB/s writing SEQ_BYTES with 1 MiB calls into a new file."""
+    path = d / "seq"
+    path.unlink(missing_ok=True)
+    buf = os.urandom(MIB)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    for _ in range(SEQ_BYTES // MIB):
+        if os.write(fd, buf) != MIB:
+            raise SystemExit(f"bench_fs: short write on {d}")
+    os.close(fd)
+    return SEQ_BYTES / MIB / (time.perf_counter() - start)
+
+
+def seq_read(d: Path, *, cold: bool) -> float:
+    """MiB/s reading the file seq_write made, with 1 MiB calls."""
+    fd = os.open(d / "seq", os.O_RDONLY)
+    try:
+        if cold:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        total = 0
+        start = time.perf_counter()
+        while chunk := os.read(fd, MIB):
+            total += len(chunk)
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+    if total != SEQ_BYTES:
+        raise SystemExit(f"bench_fs: read {total} bytes back, wrote {SEQ_BYTES}")
+    return total / MIB / elapsed
+
+
+def mmap_faults(d: Path) -> float:
+    """First-touch stores per second into a new sparse file mapped MAP_SHARED."""
+    path = d / "mapped"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+    try:
+        os.ftruncate(fd, MMAP_BYTES)
+        with mmap.mmap(fd, MMAP_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as m:
+            pages = MMAP_BYTES // PAGE
+            start = time.perf_counter()
+            for i in range(pages):
+                m[i * PAGE] = 1
+            elapsed = time.perf_counter() - start
+            m.flush()
+    finally:
+        os.close(fd)
+    path.unlink()
+    return pages / elapsed
+
+
+def creates(d: Path) -> float:
+    """Small files (create, write 1 KiB, close) per second, in a fresh directory."""
+    sub = d / f"creates-{time.monotonic_ns()}"
+    sub.mkdir()
+    data = b"c" * CREATE_SIZE
+    start = time.perf_counter()
+    for i in range(CREATE_FILES):
+        fd = os.open(sub / f"f{i}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    for i in range(CREATE_FILES):
+        os.unlink(sub / f"f{i}")
+    sub.rmdir()
+    return CREATE_FILES / elapsed
+
+
+def measure(d: Path, *, repeat: int, is_fuse: bool) -> dict[str, float]:
+    def best(fn: Callable[[], float]) -> float:
+        return max(fn() for _ in range(repeat))
+
+    figures = {"seq_write_mib_s": best(lambda: seq_write(d))}
+    figures["seq_read_mib_s"] = best(lambda: seq_read(d, cold=is_fuse))
+    figures["seq_read_warm_mib_s"] = best(lambda: seq_read(d, cold=False))
+    (d / "seq").unlink()
+    figures["mmap_faults_s"] = best(lambda: mmap_faults(d))
+    figures["creates_s"] = best(lambda: creates(d))
+    return figures
+
+
+ROWS = [
+    ("seq_write", "seq_write_mib_s", "sequential write, 1 MiB calls (MiB/s)"),
+    ("seq_read", "seq_read_mib_s", "sequential read, 1 MiB calls (MiB/s)"),
+    ("seq_read_warm", "seq_read_warm_mib_s", "  same, from the kernel's page cache"),
+    ("mmap_fault", "mmap_faults_s", "first-touch MAP_SHARED stores (faults/s)"),
+    ("creates", "creates_s", "small-file creates (files/s)"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best counts)")
+    args = parser.parse_args(argv)
+    with tmpfs_mount() as d:
+        tmpfs = measure(d, repeat=args.repeat, is_fuse=False)
+    with mkwritefs_mount() as d:
+        ours = measure(d, repeat=args.repeat, is_fuse=True)
+    ratios = {f"{name}_ratio": ours[key] / tmpfs[key] for name, key, _ in ROWS}
+    if args.json:
+        print(json.dumps({**ratios, "mkwritefs": ours, "tmpfs": tmpfs}, indent=2))
+        return 0
+    print(f"{'':44} {'mkwritefs':>12} {'tmpfs':>12} {'ratio':>8}")
+    for name, key, label in ROWS:
+        print(f"{label:44} {ours[key]:12,.0f} {tmpfs[key]:12,.0f} "
+              f"{ratios[name + '_ratio']:8.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
