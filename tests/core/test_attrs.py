@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+
 import pytest
 
 from fusefs.core import ROOT_INO, UTIME_NOW, Filesystem
