@@ -155,8 +155,12 @@ class Mapper(Protocol):
         """
         ...
 
-    def zap_range(self, first: int, last: int) -> None:
-        """Remove our PTEs for the file pages ``first..last`` (inclusive)."""
+    def zap_range(self, first: int, last: int, even_cows: bool = True) -> None:
+        """Remove our PTEs for the file pages ``first..last`` (inclusive).
+
+        ``even_cows``: also the private copy-on-write copies of those pages (truncation
+        removes them; a hole punch or invalidation leaves them).
+        """
         ...
 
 
@@ -277,11 +281,16 @@ class AddressSpace:
             yield self.pages[i]
 
     # -- removal ------------------------------------------------------------------------
-    def unmap_mapping_range(self, first: int, last: int | None = None) -> None:
-        """Zap every PTE that maps file pages ``first..last`` (``unmap_mapping_range``)."""
+    def unmap_mapping_range(
+        self, first: int, last: int | None = None, *, even_cows: bool = True
+    ) -> None:
+        """Zap every PTE that maps file pages ``first..last`` (``unmap_mapping_range``).
+
+        ``even_cows=False`` keeps private COW copies (kernel: hole punch passes 0).
+        """
         end = last if last is not None else (1 << 62)
         for mapper in tuple(self.i_mmap):
-            mapper.zap_range(first, end)
+            mapper.zap_range(first, end, even_cows)
 
     def delete_page(self, page: Page) -> None:
         """Remove ``page`` from the cache: its ``mapping`` becomes None.
@@ -297,7 +306,9 @@ class AddressSpace:
         page.dirty = False
         page.mapping = None
 
-    def truncate_pages_nowait(self, first: int, last: int | None = None) -> list[Page]:
+    def truncate_pages_nowait(
+        self, first: int, last: int | None = None, *, even_cows: bool = True
+    ) -> list[Page]:
         """Unmap and remove the cached pages ``first..last`` without sleeping.
 
         Pages that are locked or under writeback are removed all the same (their lock
@@ -305,7 +316,7 @@ class AddressSpace:
         ``page_mkwrite`` learns of a racing truncate).  Returns the removed pages so the
         filesystem can release what it attached to them.
         """
-        self.unmap_mapping_range(first, last)
+        self.unmap_mapping_range(first, last, even_cows=even_cows)
         removed = list(self.iter_pages(first, last))
         for page in removed:
             self.delete_page(page)
