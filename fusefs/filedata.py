@@ -254,7 +254,9 @@ class FileData:
                 page.data[start:] = _ZEROS[start:]
 
     def truncate(self, new_size: int) -> None:
-        """Set the size; shrinking frees the pages and blocks past the new EOF at once.
+        """Set the size; a size not above the old one frees every page and block past
+        the new EOF at once, preallocated (KEEP_SIZE) blocks included, as ext4 and tmpfs
+        do even when the size does not change.  Growing allocates nothing.
 
         Kernel: ``truncate_setsize`` + ``truncate_pagecache`` + the fs's block freeing.
         """
@@ -262,7 +264,7 @@ class FileData:
             raise FsError(errno.EINVAL, "negative size")
         if new_size > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG)
-        if new_size >= self.size:
+        if new_size > self.size:
             self._zero_beyond_eof()
             self.size = new_size
             return
