@@ -9,6 +9,14 @@ requests), then runs on a single trio event loop, in one nursery:
 - the adapter's invalidation worker (kernel cache invalidations, from a worker thread);
 - a signal watcher: SIGINT or SIGTERM ends the request loop (`session_terminate`).
 
+The mount is reported ready (`on_ready`) only once it answers: a worker thread stats the
+mount point, which waits for the kernel's INIT to be answered by the request loop (never
+a system call on the mount from the loop's own thread: it would deadlock). Then, as
+root, the mount's readahead window is raised from the kernel's 128 KiB to the 1 MiB a
+FUSE request can carry (`/sys/class/bdi/<dev>/read_ahead_kb`): pyfuse3 cannot ask for a
+larger max_readahead at INIT, and 128 KiB READs cost a request per 32 pages; measured
+here, a 1 MiB window more than doubles sequential read from the server.
+
 When the request loop ends - a signal, or someone ran `fusermount3 -u` - the nursery is
 cancelled and the mount is closed with unmount, whatever happened (`finally`). Invariant:
 once `serve()` returns or raises, the directory is no longer a live mount of ours.
@@ -19,6 +27,7 @@ pyfuse3 is used only through `fusefs.fuse_ops` (the only module that imports it)
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +48,7 @@ from fusefs.fuse_ops import (
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 4096
+READ_AHEAD_KB = 1024  # = max_write/max_pages: the largest READ one request carries
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -69,7 +79,7 @@ def serve(config: MountConfig, *, on_ready: Callable[[], None] | None = None) ->
         "mounted %s: %d blocks of %d bytes", config.mountpoint, config.capacity_blocks, BLOCK_SIZE
     )
     try:
-        trio.run(_serve, fs, ops, on_ready)
+        trio.run(_serve, config.mountpoint, fs, ops, on_ready)
     finally:
         _close()
         log.info("unmounted %s", config.mountpoint)
@@ -83,14 +93,29 @@ def _close() -> None:
         log.debug("closing the FUSE session", exc_info=True)
 
 
-async def _serve(fs: Filesystem, ops: Operations, on_ready: Callable[[], None] | None) -> None:
+async def _serve(
+    mountpoint: str, fs: Filesystem, ops: Operations, on_ready: Callable[[], None] | None
+) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals)
         await nursery.start(ops.invalidator.run)
         await nursery.start(_run_flusher, fs)
         nursery.start_soon(_request_loop, nursery.cancel_scope)
+        st = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+        st_dev = st.st_dev
+        if os.getuid() == 0:
+            _set_read_ahead(st_dev, READ_AHEAD_KB)
         if on_ready is not None:
             on_ready()
+
+
+def _set_read_ahead(st_dev: int, kb: int) -> None:
+    path = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
+    try:
+        with open(path, "w") as f:
+            f.write(f"{kb}\n")
+    except OSError as exc:  # no sysfs (a container): the kernel's default stays
+        log.info("cannot set %s: %s", path, exc)
 
 
 async def _run_flusher(fs: Filesystem, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
