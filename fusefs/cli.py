@@ -367,11 +367,15 @@ def run_stat(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"path": args.path, "kind": kind, **figures}))
         return 0
-    print(f"{args.path} ({'mkwritefs filesystem' if kind == 'filesystem' else 'file'}):")
+    what = "mkwritefs filesystem" if kind == "filesystem" else "file on mkwritefs"
+    print(f"{args.path} ({what}; blocks and pages are {BLOCK_SIZE} bytes)")
     for name, value in figures.items():
-        unit = "pages" if name == "dirty_pages" else "blocks"
-        print(f"  {name:<18} {value:>10}  ({value * BLOCK_SIZE / 2**20:.2f} MiB in {unit})")
+        print(f"  {name:<18} {value:>10}  {_mib(value * BLOCK_SIZE):>10}")
     return 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 # -- entry point ------------------------------------------------------------------------

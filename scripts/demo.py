@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 MKWRITEFS = [sys.executable, "-m", "fusefs.cli"]
@@ -74,13 +76,26 @@ def demo(mnt: Path, size: str) -> None:
         "what dd reported, and it reads back in full.")
     run("sh", "-c", f"wc -c < {shlex.quote(str(mnt))}/second", shown=f"wc -c < {mnt}/second")
 
-    say("Delete the first file. Its blocks come back at once.")
+    say("Delete the first file. Its blocks come back as soon as the kernel lets go of "
+        "the inode (it sends FORGET right after rm returns).")
+    full = os.statvfs(mnt).f_bfree
     run("rm", f"{mnt}/first")
+    _wait_for(lambda: os.statvfs(mnt).f_bfree > full)
     space(mnt)
 
-    say("And there is room to write again:")
-    run("dd", "if=/dev/urandom", f"of={mnt}/third", "bs=1M", "count=4", "status=none")
+    say("And there is room to write again. This time dd calls fsync at the end "
+        "(conv=fsync): writeback gives each page its block, so the file's reserved "
+        "blocks become allocated and its pages clean.")
+    run("dd", "if=/dev/urandom", f"of={mnt}/third", "bs=1M", "count=4", "conv=fsync",
+        "status=none")
+    mkwritefs("stat", f"{mnt}/third")
     run("ls", "-ls", "--block-size=4K", str(mnt))
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> int:
