@@ -232,10 +232,15 @@ async def do_page_mkwrite(mm: MM, vmf: VmFaultInfo, page: Page, hook: PageMkwrit
     c = mm.sim.counters
     profile = mm.profile
     c.mkwrite_calls += 1
-    vmf.flags |= FaultFlag.WRITE | FaultFlag.MKWRITE
+    vmf.flags |= FL_WRITE | FL_MKWRITE
     vmf.page = page
     ret = _vm_fault_value(await hook(vmf), "page_mkwrite")
-    _count_mkwrite(mm, ret, vmf)
+    if ret == LOCKED:
+        c.mkwrite_ok += 1
+        if mm.sim.trace.enabled:
+            mm.sim.trace.record("mkwrite", mm.pid, vmf.address, vmf.pgoff, "LOCKED")
+    else:
+        _count_mkwrite(mm, ret, vmf)
     if profile.int_result:  # 2.6.18: int result, no page lock across the hook
         if ret & LOCKED:
             page.unlock()

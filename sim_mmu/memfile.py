@@ -29,6 +29,9 @@ from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, AddressSpace, Page
 from sim_mmu.protocols import VmFault, VmFaultInfo
 
 
+_ZERO = bytes(PAGE_SIZE)
+
+
 class MemAops:
     """``readpage``/``writepage`` against the inode's ``store``."""
 
@@ -37,7 +40,7 @@ class MemAops:
 
     async def readpage(self, page: Page) -> None:
         data = self.inode.store.get(page.index)
-        page.data[:] = data if data is not None else bytes(PAGE_SIZE)
+        page.data[:] = data if data is not None else _ZERO
         page.uptodate = True
 
     async def writepage(self, page: Page) -> None:

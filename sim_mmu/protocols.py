@@ -87,7 +87,7 @@ class VmFaultInfo:
         self.vma = vma
         self.address = address
         self.pgoff = pgoff
-        self.flags = FaultFlag(flags)
+        self.flags = flags  # an int of FaultFlag bits (test with FaultFlag members)
         self.page: Page | None = None
         self.task = task
 
@@ -102,9 +102,8 @@ class VmFaultInfo:
         return self.file.mapping
 
     def __repr__(self) -> str:
-        return (
-            f"<vm_fault {self.address:#x} pgoff={self.pgoff} {self.flags!r} page={self.page!r}>"
-        )
+        flags = FaultFlag(self.flags)
+        return f"<vm_fault {self.address:#x} pgoff={self.pgoff} {flags!r} page={self.page!r}>"
 
 
 @runtime_checkable

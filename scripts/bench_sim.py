@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Benchmark sim_mmu against the real kernel, in one run.
+
+Measures, driven the same way from Python (one store or load per page):
+
+* ``kernel_faults_per_s``: the real kernel's first-touch store faults on a MAP_SHARED
+  mapping of a file on the local disk (``--dir``, default /var/tmp);
+* ``sim_read_faults_per_s``: simulated read faults (``->fault`` + read-only PTE);
+* ``sim_mkwrite_faults_per_s``: simulated first-touch store faults that call
+  ``page_mkwrite`` (``->fault`` + hook + writable dirty PTE);
+* ``bulk_store_MiBps``: simulated stores of 1 MiB blocks to already-writable pages;
+* ``bytes_per_touched_page``: memory (tracemalloc) per page touched by a store,
+  page cache included; ``bytes_per_untouched_page`` for a mapping never touched.
+
+Usage: ``scripts/bench_sim.py [--json] [--pages N] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import mmap
+import os
+import pstats
+import tempfile
+import time
+import tracemalloc
+
+import trio
+
+from sim_mmu import MapFlags, Prot, Simulation
+from sim_mmu.memfile import MemInode
+from sim_mmu.page import PAGE_SIZE
+
+RW = Prot.READ | Prot.WRITE
+
+
+def kernel_faults_per_s(pages: int, directory: str) -> float:
+    """First-touch stores on a shared mapping of a fresh file on the local disk."""
+    with tempfile.NamedTemporaryFile(dir=directory) as f:
+        f.truncate(pages * PAGE_SIZE)
+        m = mmap.mmap(f.fileno(), pages * PAGE_SIZE, mmap.MAP_SHARED)
+        try:
+            t0 = time.perf_counter()
+            for i in range(0, pages * PAGE_SIZE, PAGE_SIZE):
+                m[i] = 1
+            dt = time.perf_counter() - t0
+        finally:
+            m.close()
+    return pages / dt
+
+
+async def _sim_faults(pages: int, write: bool) -> float:
+    sim = Simulation(trace=False)
+    inode = MemInode(size=pages * PAGE_SIZE)
+    proc = sim.spawn()
+    addr = await proc.mmap(pages * PAGE_SIZE, RW, MapFlags.SHARED, inode.open())
+    one = b"\x01"
+    t0 = time.perf_counter()
+    if write:
+        for a in range(addr, addr + pages * PAGE_SIZE, PAGE_SIZE):
+            await proc.store(a, one)
+    else:
+        for a in range(addr, addr + pages * PAGE_SIZE, PAGE_SIZE):
+            await proc.load(a, 1)
+    dt = time.perf_counter() - t0
+    stats = sim.statistics()
+    assert stats.faults == pages, stats
+    assert not write or stats.mkwrite_calls == pages, stats
+    return pages / dt
+
+
+async def _bulk_store(mib: int) -> float:
+    sim = Simulation(trace=False)
+    size = 16 << 20
+    inode = MemInode(size=size)
+    proc = sim.spawn()
+    addr = await proc.mmap(size, RW, MapFlags.SHARED, inode.open())
+    block = bytes(range(256)) * 4096  # 1 MiB
+    for a in range(addr, addr + size, len(block)):
+        await proc.store(a, block)  # fault everything in first
+    t0 = time.perf_counter()
+    for i in range(mib):
+        await proc.store(addr + (i * len(block)) % size, block)
+    return mib / (time.perf_counter() - t0)
+
+
+async def _memory(pages: int) -> tuple[float, float]:
+    sim = Simulation(trace=False)
+    inode = MemInode(size=1 << 40)  # a terabyte
+    proc = sim.spawn()
+    tracemalloc.start()
+    t0 = tracemalloc.get_traced_memory()[0]
+    addr = await proc.mmap(1 << 40, RW, MapFlags.SHARED, inode.open())
+    t1 = tracemalloc.get_traced_memory()[0]
+    stride = (1 << 40) // pages
+    for i in range(pages):
+        await proc.store(addr + i * stride, b"\x01")
+    t2 = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (t2 - t1) / pages, (t1 - t0) / ((1 << 40) // PAGE_SIZE)
+
+
+def run(pages: int, directory: str) -> dict[str, float]:
+    kernel = max(kernel_faults_per_s(pages, directory) for _ in range(3))
+    read = max(trio.run(_sim_faults, pages, False) for _ in range(3))
+    mkwrite = max(trio.run(_sim_faults, pages, True) for _ in range(3))
+    bulk = max(trio.run(_bulk_store, 512) for _ in range(2))
+    per_page, untouched = trio.run(_memory, 20_000)
+    return {
+        "sim_read_faults_per_s": round(read),
+        "sim_mkwrite_faults_per_s": round(mkwrite),
+        "kernel_faults_per_s": round(kernel),
+        "mkwrite_vs_kernel_ratio": round(mkwrite / kernel, 3),
+        "bulk_store_MiBps": round(bulk),
+        "bytes_per_touched_page": round(per_page),
+        "bytes_per_untouched_page": round(untouched, 6),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--pages", type=int, default=100_000, help="pages per fault run")
+    ap.add_argument("--dir", default="/var/tmp", help="local-disk directory for the kernel run")
+    ap.add_argument("--profile", action="store_true", help="cProfile the mkwrite fault run")
+    args = ap.parse_args()
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.runcall(trio.run, _sim_faults, args.pages, True)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+        return
+    result = run(args.pages, args.dir)
+    result["fs_of_kernel_run"] = os.popen(f"stat -f -c %T {args.dir}").read().strip()  # type: ignore[assignment]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:28} {v}")
+
+
+if __name__ == "__main__":
+    main()
