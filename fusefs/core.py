@@ -36,10 +36,12 @@ from functools import partial
 import trio
 
 from . import introspect, xattrs
-from .directory import Directory
+from .directory import NAME_MAX, Directory, check_name, check_new_name
 from .errors import FsError
 from .filedata import FileData
-from .inode import UTIME_NOW, Attr, Ctx, Inode, StatFs
+from .fsck import check_filesystem
+from .inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode, StatFs
+from .rename import RENAME_EXCHANGE, RENAME_NOREPLACE, rename_entry
 from .space import BLOCK_SIZE, BlockPool, SpaceStats
 
 __all__ = [
@@ -59,14 +61,10 @@ __all__ = [
     "StatFs",
 ]
 
-ROOT_INO = 1
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
 XATTR_CREATE = xattrs.XATTR_CREATE
 XATTR_REPLACE = xattrs.XATTR_REPLACE
 FALLOC_FL_KEEP_SIZE = 1
 FALLOC_FL_PUNCH_HOLE = 2
-NAME_MAX = 255
 PATH_MAX = 4096
 
 
@@ -81,19 +79,6 @@ class OpenFile:
     @property
     def writable(self) -> bool:
         return (self.flags & os.O_ACCMODE) != os.O_RDONLY
-
-
-def _check_name(name: bytes) -> None:
-    if len(name) > NAME_MAX:
-        raise FsError(errno.ENAMETOOLONG)
-    if not name or b"/" in name or b"\0" in name:
-        raise FsError(errno.EINVAL, f"bad file name {name!r}")
-
-
-def _check_new_name(name: bytes) -> None:
-    _check_name(name)
-    if name in (b".", b".."):
-        raise FsError(errno.EEXIST)
 
 
 class Filesystem:
@@ -191,7 +176,7 @@ class Filesystem:
         elif name == b"..":
             ino = pdir.parent
         else:
-            _check_name(name)
+            check_name(name)
             ino = pdir.lookup(name)
         if ino is None:
             raise FsError(errno.ENOENT)
@@ -265,7 +250,7 @@ class Filesystem:
     # -- creating names -----------------------------------------------------------------
     def _prepare_create(self, parent: int, name: bytes) -> Inode:
         pinode, pdir = self._dir(parent)
-        _check_new_name(name)
+        check_new_name(name)
         if pinode.nlink == 0:
             raise FsError(errno.ENOENT, "directory was removed")
         if pdir.lookup(name) is not None:
@@ -320,7 +305,7 @@ class Filesystem:
 
     def _entry(self, parent: int, name: bytes) -> tuple[Inode, Directory, Inode]:
         pinode, pdir = self._dir(parent)
-        _check_name(name)
+        check_name(name)
         ino = pdir.lookup(name)
         if ino is None:
             raise FsError(errno.ENOENT)
@@ -352,17 +337,6 @@ class Filesystem:
         self._drop_link(inode, now)
 
     # -- rename -------------------------------------------------------------------------
-    def _is_ancestor(self, ancestor: int, ino: int) -> bool:
-        """True when ``ino`` is ``ancestor`` or lies below it."""
-        while True:
-            if ino == ancestor:
-                return True
-            if ino == ROOT_INO:
-                return False
-            d = self.inodes[ino].dir
-            assert d is not None
-            ino = d.parent
-
     async def rename(
         self,
         old_parent: int,
@@ -372,87 +346,8 @@ class Filesystem:
         flags: int,
         ctx: Ctx,
     ) -> None:
-        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
-            RENAME_NOREPLACE | RENAME_EXCHANGE
-        ):
-            raise FsError(errno.EINVAL, f"bad rename flags {flags:#x}")
-        for name in (old_name, new_name):
-            if name in (b".", b".."):
-                raise FsError(errno.EBUSY)
-        opinode, odir, src = self._entry(old_parent, old_name)
-        npinode, ndir = self._dir(new_parent)
-        _check_name(new_name)
-        dst_ino = ndir.lookup(new_name)
-        dst = None if dst_ino is None else self.inode(dst_ino)
-        if flags & RENAME_EXCHANGE:
-            if dst is None:
-                raise FsError(errno.ENOENT)
-            self._exchange(opinode, old_name, src, npinode, new_name, dst)
-            return
-        if dst is not None and flags & RENAME_NOREPLACE:
-            raise FsError(errno.EEXIST)
-        if dst is src:
-            return
-        if src.is_dir and self._is_ancestor(src.ino, new_parent):
-            raise FsError(errno.EINVAL, "directory renamed into itself")
-        if dst is not None:
-            if src.is_dir and dst.dir is None:
-                raise FsError(errno.ENOTDIR)
-            if not src.is_dir and dst.is_dir:
-                raise FsError(errno.EISDIR)
-            if dst.dir is not None and len(dst.dir):
-                raise FsError(errno.ENOTEMPTY)
-        if npinode.nlink == 0:
-            raise FsError(errno.ENOENT, "target directory was removed")
-        odir.remove(old_name)
-        now = self.clock()
-        if dst is None:
-            ndir.add(new_name, src.ino)
-        else:
-            ndir.replace(new_name, src.ino)
-            if dst.is_dir:
-                npinode.nlink -= 1
-        if src.dir is not None and old_parent != new_parent:
-            opinode.nlink -= 1
-            npinode.nlink += 1
-            src.dir.parent = new_parent
-        src.touch_changed(now)
-        opinode.touch_modified(now)
-        npinode.touch_modified(now)
-        if dst is not None:
-            self._drop_link(dst, now)
-
-    def _exchange(
-        self,
-        opinode: Inode,
-        old_name: bytes,
-        src: Inode,
-        npinode: Inode,
-        new_name: bytes,
-        dst: Inode,
-    ) -> None:
-        """RENAME_EXCHANGE: swap two names atomically (both must exist)."""
-        if src is dst:
-            return
-        if src.is_dir and self._is_ancestor(src.ino, npinode.ino):
-            raise FsError(errno.EINVAL, "directory exchanged into itself")
-        if dst.is_dir and self._is_ancestor(dst.ino, opinode.ino):
-            raise FsError(errno.EINVAL, "directory exchanged into itself")
-        assert opinode.dir is not None
-        assert npinode.dir is not None
-        opinode.dir.replace(old_name, dst.ino)
-        npinode.dir.replace(new_name, src.ino)
-        if opinode is not npinode:
-            for moved, frm, to in ((src, opinode, npinode), (dst, npinode, opinode)):
-                if moved.dir is not None:
-                    frm.nlink -= 1
-                    to.nlink += 1
-                    moved.dir.parent = to.ino
-        now = self.clock()
-        src.touch_changed(now)
-        dst.touch_changed(now)
-        opinode.touch_modified(now)
-        npinode.touch_modified(now)
+        """rename(2)/renameat2(2) with RENAME_NOREPLACE or RENAME_EXCHANGE."""
+        rename_entry(self, old_parent, old_name, new_parent, new_name, flags)
 
     # -- open files ---------------------------------------------------------------------
     def _new_fh(self, inode: Inode, flags: int) -> int:
@@ -476,14 +371,14 @@ class Filesystem:
         if inode.data is None:
             raise FsError(errno.ENXIO, "not a regular file")
         fh = self._new_fh(inode, flags)
-        if flags & os.O_TRUNC and self._files[fh].writable:
+        if flags & os.O_TRUNC:  # Linux truncates even with O_RDONLY (may_open checked it)
             inode.data.truncate(0)
             inode.touch_modified(self.clock())
         return fh
 
     def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx) -> tuple[int, Attr]:
         pinode, pdir = self._dir(parent)
-        _check_name(name)
+        check_name(name)
         existing = pdir.lookup(name)
         if existing is not None:
             if flags & os.O_EXCL:
@@ -663,30 +558,4 @@ class Filesystem:
     # -- fsck ---------------------------------------------------------------------------
     def check(self) -> None:
         """Raise AssertionError when an invariant of the filesystem does not hold."""
-        self.space.check()
-        allocated = reserved = 0
-        names: dict[int, int] = {}
-        for inode in self.inodes.values():
-            if inode.data is not None:
-                inode.data.check()
-                allocated += inode.data.nr_allocated
-                reserved += inode.data.nr_reserved
-            if inode.dir is not None:
-                subdirs = 0
-                for ino, _ in inode.dir.entries.values():
-                    child = self.inodes.get(ino)
-                    if child is None:
-                        raise AssertionError(f"{inode!r} names missing inode {ino}")
-                    names[ino] = names.get(ino, 0) + 1
-                    subdirs += child.is_dir
-                want = 2 + subdirs if inode.nlink else 0
-                if inode.nlink != want:
-                    raise AssertionError(f"{inode!r} should have nlink {want}")
-        for inode in self.inodes.values():
-            if not inode.is_dir and inode.nlink != names.get(inode.ino, 0):
-                raise AssertionError(f"{inode!r} has {names.get(inode.ino, 0)} names")
-        if (allocated, reserved) != (self.space.allocated, self.space.reserved):
-            raise AssertionError(
-                f"files hold {allocated} allocated + {reserved} reserved blocks,"
-                f" pool says {self.space!r}"
-            )
+        check_filesystem(self)

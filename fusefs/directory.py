@@ -15,8 +15,28 @@ for every live name.  Removed slots are compacted away when they are the majorit
 
 from __future__ import annotations
 
+import errno
 from bisect import bisect_right
 from collections.abc import Iterator
+
+from .errors import FsError
+
+NAME_MAX = 255
+
+
+def check_name(name: bytes) -> None:
+    """A single path component: ENAMETOOLONG over 255 bytes, EINVAL if malformed."""
+    if len(name) > NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG)
+    if not name or b"/" in name or b"\0" in name:
+        raise FsError(errno.EINVAL, f"bad file name {name!r}")
+
+
+def check_new_name(name: bytes) -> None:
+    """A name to create: also not "." or ".." (EEXIST, as mkdir(".") answers)."""
+    check_name(name)
+    if name in (b".", b".."):
+        raise FsError(errno.EEXIST)
 
 
 class Directory:

@@ -200,22 +200,54 @@ class FileData:
             return done
 
     async def _copy_in(self, offset: int, src: memoryview) -> int:
+        """Copy page by page; stop at the first page that cannot get space.
+
+        The fast path neither locks nor sleeps: with no ``await`` between looking at a
+        page and dirtying it, no other task can see the page half-updated, which is
+        what the page lock guarantees.  A page that is locked (a fault in
+        ``page_mkwrite``, writeback) or under writeback takes the slow path, which
+        sleeps for it.
+        """
+        mapping = self.mapping
+        pages = mapping.pages
+        allocated = self.allocated
+        reserved = self.reserved_pages
+        pool = self.pool
         done = 0
         end = len(src)
         while done < end:
             pos = offset + done
+            index = pos >> PAGE_SHIFT
             start = pos & PAGE_MASK
             chunk = min(PAGE_SIZE - start, end - done)
-            page = await self._get_locked_page_with_space(pos >> PAGE_SHIFT)
+            page = pages.get(index)
+            slow = False
             if page is None:
-                break
-            try:
-                page.data[start : start + chunk] = src[done : done + chunk]
-                page.uptodate = True
-                self.mark_page_dirty(page)
-            finally:
+                if index not in allocated:
+                    if not pool.reserve(1):
+                        break
+                    page = mapping.add_page(index)
+                    reserved.add(page)
+                else:
+                    page = mapping.add_page(index)
+            elif page.locked or page.writeback:
+                slow = True
+                page = await self._get_locked_page_with_space(index)
+                if page is None:
+                    break
+            elif index not in allocated and page not in reserved:
+                if not pool.reserve(1):
+                    break
+                reserved.add(page)
+            page.data[start : start + chunk] = src[done : done + chunk]
+            page.uptodate = True
+            if not page.dirty:
+                mapping.set_page_dirty(page)
+            if slow:
                 page.unlock()
             done += chunk
+        if done and self.dirtied_when is None:
+            self.dirtied_when = trio.current_time()
         return done
 
     async def _get_locked_page_with_space(self, index: int) -> Page | None:

@@ -21,6 +21,7 @@ from .directory import Directory
 from .filedata import FileData
 from .space import BLOCK_SIZE
 
+ROOT_INO = 1
 # A directory's st_size: tmpfs's BOGO_DIRENT_SIZE per entry, "." and ".." included.
 BOGO_DIRENT_SIZE = 20
 # "now" for setattr's atime_ns / mtime_ns (the kernel's UTIME_NOW, as the contract uses).
