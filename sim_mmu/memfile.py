@@ -7,7 +7,8 @@ a ``MemFile`` (an open file: FMODE_READ/WRITE and its errseq sample), which is w
 
 The write-notification hook can be steered by tests: ``mkwrite_result`` (return this
 instead of succeeding: SIGBUS, NOPAGE, OOM, RETRY...), ``mkwrite_sleep`` (seconds of
-virtual time the hook sleeps before locking the page), ``mkwrite=False`` (no hook, like
+virtual time the hook sleeps before locking the page), ``mkwrite_sleep_locked`` (sleeps
+holding the page lock, after its checks), ``mkwrite=False`` (no hook, like
 tmpfs), and ``wait_stable`` (wait for writeback of the page, as FUSE and stable-page
 devices do).  ``writepage_error`` makes writeback fail with that errno.
 
@@ -27,7 +28,6 @@ from sim_mmu.errors import SimError
 from sim_mmu.filemap import filemap_fault, filemap_write_and_wait_range, size_in_pages
 from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, AddressSpace, Page
 from sim_mmu.protocols import VmFault, VmFaultInfo
-
 
 _ZERO = bytes(PAGE_SIZE)
 
@@ -85,6 +85,8 @@ class MemVmOpsMkwrite(MemVmOps):
             return VmFault.NOPAGE
         if inode.wait_stable:
             await page.wait_writeback()
+        if inode.mkwrite_sleep_locked:
+            await trio.sleep(inode.mkwrite_sleep_locked)
         return VmFault.LOCKED
 
 
@@ -110,6 +112,7 @@ class MemInode:
         self.wait_stable = wait_stable
         self.mkwrite_result: VmFault | None = None
         self.mkwrite_sleep = 0.0
+        self.mkwrite_sleep_locked = 0.0
         self.mkwrite_calls = 0
         self.writepage_calls = 0
         self.writepage_error = 0

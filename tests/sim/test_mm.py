@@ -57,9 +57,11 @@ async def test_terabyte_mapping_costs_nothing_until_touched() -> None:
     proc = sim.spawn()
     inode = MemInode(size=1 << 40)
     addr = await proc.mmap(1 << 40, RW, SHARED, inode.open())
-    assert proc.mm.rss() == 0 and inode.mapping.nrpages == 0
+    assert proc.mm.rss() == 0
+    assert inode.mapping.nrpages == 0
     await proc.store(addr + (1 << 39), b"far")
-    assert proc.mm.rss() == 1 and inode.mapping.nrpages == 1
+    assert proc.mm.rss() == 1
+    assert inode.mapping.nrpages == 1
     assert inode.read(1 << 39, 3) == b"far"
 
 
@@ -76,7 +78,8 @@ async def test_munmap_splits_and_frees() -> None:
     assert await _errno_of(proc.munmap(addr, 0)) == errno.EINVAL
     await proc.munmap(addr + PAGE, PAGE)  # unmapping a hole is not an error
     await proc.munmap(addr, 4 * PAGE)
-    assert proc.mm.vmas == [] and proc.mm.ptes == {}
+    assert proc.mm.vmas == []
+    assert proc.mm.ptes == {}
 
 
 async def test_munmap_transfers_dirty_ptes_to_pages() -> None:
@@ -84,7 +87,8 @@ async def test_munmap_transfers_dirty_ptes_to_pages() -> None:
     _, proc, inode, _, addr = await mapped(2, profile="legacy")
     await proc.store(addr, b"legacy")
     page = inode.mapping.find_page(0)
-    assert page is not None and not page.dirty  # dirt lives in the PTE only
+    assert page is not None
+    assert not page.dirty
     await proc.munmap(addr, 2 * PAGE)
     assert page.dirty
     await inode.writeback()
@@ -180,7 +184,8 @@ async def test_fork_shared_refaults_and_private_is_cow_on_both_sides() -> None:
     await parent.store(priv, b"privat")
     child = await parent.fork()
     assert child.pte(addr) is None  # shared file PTEs are not copied
-    assert child.pte(priv).anon and not child.pte(priv).writable  # type: ignore[union-attr]
+    assert child.pte(priv).anon
+    assert not child.pte(priv).writable
     assert not parent.pte(priv).writable  # type: ignore[union-attr]
     calls = inode.mkwrite_calls
     await child.store(addr + PAGE, b"child")  # child refaults: the hook runs in the child
