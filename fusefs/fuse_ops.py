@@ -113,7 +113,8 @@ class _Invalidator:
 
     `notify(ino)` is what the core calls (`Filesystem.on_invalidate`): it never blocks and
     never talks to the kernel. `run()` drains the queue, one `invalidate_inode` at a time,
-    in a worker thread. An inode already queued is not queued twice.
+    in a worker thread, until cancelled or `close()`d. An inode already queued is not
+    queued twice.
     """
 
     def __init__(self) -> None:
@@ -125,6 +126,10 @@ class _Invalidator:
             return
         self._pending.add(ino)
         self._send.send_nowait(ino)
+
+    def close(self) -> None:
+        """No more notifications: `run()` returns once the queue is drained."""
+        self._send.close()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
