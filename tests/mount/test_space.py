@@ -126,3 +126,23 @@ def test_many_files_until_enospc_then_free_one(mount_factory: Callable[..., Serv
     wait_until(lambda: os.statvfs(mnt).f_bfree == 1, "one block free again")
     (mnt / "again").write_bytes(b"fits now")
     assert (mnt / "again").read_bytes() == b"fits now"
+
+
+def test_writeback_cache_acknowledges_first_and_fails_at_fsync(
+    mount_factory: Callable[..., Server],
+) -> None:
+    # --writeback-cache: the kernel's page cache takes write(2) before we see the data,
+    # so a write past the capacity "succeeds" and ENOSPC surfaces only at fsync.
+    mnt = Path(mount_factory(size="1M", extra=("--writeback-cache",)).mountpoint)
+    capacity = os.statvfs(mnt).f_blocks
+    fd = os.open(mnt / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        acknowledged = sum(os.write(fd, b"w" * 65536) for _ in range(32))  # 2 MiB
+        assert acknowledged == 2 * capacity * BLOCK
+        with pytest.raises(OSError, match=r"^\[Errno 28\] "):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    fig = figures(mnt)
+    assert fig["free_blocks"] == 0
+    assert fig["allocated_blocks"] + fig["reserved_blocks"] == capacity  # never over-committed
