@@ -170,11 +170,16 @@ class MemInode:
         old = self.size
         self.size = size
         if size >= old:
+            self._zero_tail(old)  # what lay beyond the old EOF must read as zeros
             return
         first_gone = size_in_pages(size)
         self.mapping.truncate_pages_nowait(first_gone)
         for index in [i for i in self.store if i >= first_gone]:
             del self.store[index]
+        self._zero_tail(size)
+
+    def _zero_tail(self, size: int) -> None:
+        """Zero the part of the page holding byte ``size`` that lies at or beyond it."""
         tail = size & PAGE_MASK
         if tail:
             index = size >> PAGE_SHIFT
