@@ -72,9 +72,7 @@ async def filemap_page_mkwrite(vmf: VmFaultInfo) -> VmFault:
     return _LOCKED
 
 
-async def write_one_page(
-    mapping: AddressSpace, a_ops: AddressSpaceOperations, page: Page
-) -> bool:
+async def write_one_page(mapping: AddressSpace, a_ops: AddressSpaceOperations, page: Page) -> bool:
     """Write ``page`` if it is dirty; return True when ``writepage`` was called."""
     await page.lock()
     try:

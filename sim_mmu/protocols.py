@@ -81,9 +81,7 @@ class VmFaultInfo:
 
     __slots__ = ("address", "flags", "page", "pgoff", "task", "vma")
 
-    def __init__(
-        self, vma: Vma, address: int, pgoff: int, flags: int, task: object = None
-    ) -> None:
+    def __init__(self, vma: Vma, address: int, pgoff: int, flags: int, task: object = None) -> None:
         self.vma = vma
         self.address = address
         self.pgoff = pgoff

@@ -57,9 +57,7 @@ def prot_to_flags(prot: Prot) -> VmFlags:
     return flags
 
 
-def vma_wants_writenotify(
-    flags: VmFlags, file: MappedFile | None, profile: Profile
-) -> bool:
+def vma_wants_writenotify(flags: VmFlags, file: MappedFile | None, profile: Profile) -> bool:
     """Must new PTEs of a VMA with ``flags`` be write-protected to catch the first store?"""
     if not profile.notify or file is None:
         return False

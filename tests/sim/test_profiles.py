@@ -27,8 +27,10 @@ async def test_legacy_first_touch_is_writable_without_notification() -> None:
     await proc.store(addr, b"x")
     await proc.store(addr + PAGE, b"y")
     stats = sim.statistics()
-    assert stats.mkwrite_calls == 0 and inode.mkwrite_calls == 0
-    assert stats.faults == 2 and stats.wp_faults == 0
+    assert stats.mkwrite_calls == 0
+    assert inode.mkwrite_calls == 0
+    assert stats.faults == 2
+    assert stats.wp_faults == 0
 
 
 async def test_legacy_second_store_after_writeback_is_invisible() -> None:
@@ -39,7 +41,8 @@ async def test_legacy_second_store_after_writeback_is_invisible() -> None:
     assert inode.store[0][:3] == b"one"
     await proc.store(addr, b"two")  # no fault at all
     page = inode.mapping.find_page(0)
-    assert page is not None and not page.dirty  # writeback cannot see this store
+    assert page is not None
+    assert not page.dirty
     assert await inode.writeback() == 0
     assert inode.store[0][:3] == b"one"
     await proc.munmap(addr, PAGE)  # zap transfers the dirty bit
@@ -52,7 +55,8 @@ async def test_2_6_18_hook_once_then_never_again_after_writeback() -> None:
     sim, proc, inode, _, addr = await mapped(1, profile="2.6.18")
     await proc.load(addr, 1)
     await proc.store(addr, b"one")
-    assert inode.mkwrite_calls == 1 and sim.statistics().wp_faults == 1
+    assert inode.mkwrite_calls == 1
+    assert sim.statistics().wp_faults == 1
     await proc.msync(addr, PAGE)
     await proc.store(addr, b"two")
     assert inode.mkwrite_calls == 1
@@ -85,7 +89,8 @@ async def test_2_6_18_does_not_hold_the_page_lock_after_the_hook() -> None:
     sim, proc, inode, _, addr = await mapped(1, profile="2.6.18")
     await proc.store(addr, b"x")
     page = inode.mapping.find_page(0)
-    assert page is not None and not page.locked
+    assert page is not None
+    assert not page.locked
     assert not page.dirty  # 2.6.18: no set_page_dirty in the fault path
     assert proc.pte(addr).dirty  # type: ignore[union-attr]
     check_invariants(sim)
@@ -105,7 +110,8 @@ async def test_gup_force_write_to_ro_shared_modern_is_efault() -> None:
     """Row 27, >= 3.15."""
     sim, inode, victim, addr = await _forced_write_setup("modern")
     assert await victim.access_process_vm(addr, b"POKE", write=True) == 0
-    assert inode.read(0, 4) == b"file" and inode.mkwrite_calls == 0
+    assert inode.read(0, 4) == b"file"
+    assert inode.mkwrite_calls == 0
 
 
 @pytest.mark.parametrize("touch_first", [True, False])
