@@ -146,3 +146,23 @@ def test_readdir_of_a_big_directory_while_it_changes(workdir: Path) -> None:
         (workdir / "stop").write_bytes(b"")
         churn.wait(timeout=60)
     assert churn.returncode == 0
+
+
+def test_msync_of_a_large_mapping_gives_every_page_a_block(workdir: Path) -> None:
+    size = 8 * 2**20
+    f = workdir / "big"
+    free_before = os.statvfs(workdir).f_bfree
+    fd = os.open(f, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.ftruncate(fd, size)
+        with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as m:
+            for i in range(0, size, BLOCK):
+                m[i] = (i // BLOCK) % 251
+            m.flush()
+        assert os.fstat(fd).st_blocks == size // 512
+        assert os.statvfs(workdir).f_bfree == free_before - size // BLOCK
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        data = os.pread(fd, size, 0)
+        assert all(data[i] == (i // BLOCK) % 251 for i in range(0, size, BLOCK))
+    finally:
+        os.close(fd)
