@@ -271,6 +271,12 @@ def _server_pids(mountpoint: str) -> list[int]:
 
 def _umount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", metavar="DIR", help="the mount point")
+    parser.add_argument(
+        "--lazy",
+        "-z",
+        action="store_true",
+        help="detach now even if files are open; the server exits when the last is closed",
+    )
 
 
 @command(
@@ -278,7 +284,8 @@ def _umount_arguments(parser: argparse.ArgumentParser) -> None:
     help="unmount a mkwritefs and wait for its server to exit",
     description="Unmount the mkwritefs on DIR (fusermount3 -u) and wait until its server "
     "process has exited. A mount whose server died ('Transport endpoint is not "
-    "connected') is detached lazily (fusermount3 -uz).",
+    "connected') is detached lazily (fusermount3 -uz). A mount with open files is left "
+    "alone (exit status 1) unless --lazy.",
     add_arguments=_umount_arguments,
 )
 def run_umount(args: argparse.Namespace) -> int:
@@ -291,18 +298,27 @@ def run_umount(args: argparse.Namespace) -> int:
     if shutil.which("fusermount3") is None:
         raise UsageError("fusermount3 not found: install fuse3")
     servers = _server_pids(mountpoint)
-    plain = subprocess.run(
-        ["fusermount3", "-u", mountpoint], capture_output=True, text=True, check=False
-    )
-    if plain.returncode != 0:
-        lazy = subprocess.run(
-            ["fusermount3", "-uz", mountpoint], capture_output=True, text=True, check=False
-        )
-        if lazy.returncode != 0:
-            message = (lazy.stderr or plain.stderr).strip().splitlines()
-            print(f"mkwritefs umount: {message[-1] if message else 'failed'}", file=sys.stderr)
-            return 1
+    result = _fusermount("-uz" if args.lazy else "-u", mountpoint)
+    if result.returncode != 0 and not args.lazy:
+        dead = "not connected" in result.stderr or all(has_exited(p) for p in servers)
+        if dead:  # the server is gone: nothing can answer, detach it
+            result = _fusermount("-uz", mountpoint)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        message = lines[-1] if lines else f"fusermount3 failed ({result.returncode})"
+        if "busy" in message:
+            message += " (files are open on it: close them, or use --lazy)"
+        print(f"mkwritefs umount: {message}", file=sys.stderr)
+        return 1
+    if args.lazy:  # open files keep the server busy until they are closed: do not wait
+        return 0
     return 0 if _wait_exited(servers, UMOUNT_WAIT) else _report_still_running(servers)
+
+
+def _fusermount(flags: str, mountpoint: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["fusermount3", flags, mountpoint], capture_output=True, text=True, check=False
+    )
 
 
 def _wait_exited(pids: list[int], timeout: float) -> bool:

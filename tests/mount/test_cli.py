@@ -212,3 +212,26 @@ def test_non_root_without_fusermount3(
     assert err.count("\n") == 1
     assert "fusermount3 not found" in err
     assert find_mount(str(tmp_path)) is None
+
+
+def test_umount_of_a_busy_mount_needs_lazy(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    server = start_server(str(mnt))
+    try:
+        fd = os.open(mnt / "open", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            busy = cli("umount", str(mnt))
+            assert busy.returncode == 1
+            assert "busy" in busy.stderr
+            assert "--lazy" in busy.stderr
+            assert server.is_mounted()
+            os.write(fd, b"still served")  # nothing was lost or detached
+            assert os.pread(fd, 100, 0) == b"still served"
+            assert cli("umount", "--lazy", str(mnt)).returncode == 0
+            assert not server.is_mounted()
+        finally:
+            os.close(fd)
+        assert server.proc.wait(timeout=30) == 0  # exits with the last close
+    finally:
+        stop_server(server)
