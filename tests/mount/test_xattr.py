@@ -114,3 +114,26 @@ def test_introspection_xattrs_are_read_only(workdir: Path) -> None:
 
 def _figures(path: Path, names: tuple[str, ...]) -> dict[str, int]:
     return {name: int(os.getxattr(path, f"user.mkwritefs.{name}")) for name in names}
+
+
+def test_xattr_space_per_inode_runs_out_with_enospc(workdir: Path) -> None:
+    f = workdir / "f"
+    f.write_bytes(b"")
+    free = os.statvfs(workdir).f_bfree
+    os.setxattr(f, "user.a", b"a" * 60000)
+    os.setxattr(f, "user.b", b"b" * 60000)
+    with raises_errno(errno.ENOSPC):
+        os.setxattr(f, "user.c", b"c" * 60000)
+    os.setxattr(f, "user.b", b"B" * 60000)  # replacing in place still fits
+    assert sorted(os.listxattr(f)) == ["user.a", "user.b"]
+    assert os.getxattr(f, "user.b") == b"B" * 60000
+    assert os.statvfs(workdir).f_bfree == free  # attributes use no data blocks
+
+
+def test_unsupported_namespaces(workdir: Path) -> None:
+    f = workdir / "f"
+    f.write_bytes(b"")
+    with raises_errno(errno.EOPNOTSUPP):
+        os.setxattr(f, "system.posix_acl_access", b"\x02\x00\x00\x00")
+    with raises_errno(errno.EOPNOTSUPP):
+        os.setxattr(f, "other.name", b"x")
