@@ -93,7 +93,7 @@ class Filesystem:
         max_inodes: int | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        self.space = BlockPool(capacity_blocks)
+        self.space: BlockPool = BlockPool(capacity_blocks)
         self.max_inodes = max_inodes if max_inodes is not None else max(capacity_blocks, 1 << 16)
         self.clock = clock
         self.on_invalidate: Callable[[int], None] | None = None
@@ -493,6 +493,10 @@ class Filesystem:
 
     def statistics(self) -> SpaceStats:
         return self.space.statistics()
+
+    def set_capacity(self, capacity_blocks: int) -> None:
+        """Resize at run time (``remount,size=``); EINVAL below the blocks in use."""
+        self.space.set_capacity(capacity_blocks)
 
     # -- extended attributes ------------------------------------------------------------
     def getxattr(self, ino: int, name: bytes, ctx: Ctx) -> bytes:

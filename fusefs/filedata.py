@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 import errno
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import trio
 
@@ -314,7 +314,7 @@ class FileData:
     def _release_blocks(self, first: int, last: int | None) -> None:
         """Free the allocated blocks of pages ``first..last``."""
         if last is not None and last - first < len(self.allocated):
-            doomed: Iterable[int] = [i for i in range(first, last + 1) if i in self.allocated]
+            doomed = [i for i in range(first, last + 1) if i in self.allocated]
         else:
             top = MAX_FILE_SIZE if last is None else last
             doomed = [i for i in self.allocated if first <= i <= top]

@@ -379,3 +379,18 @@ async def test_release_and_bad_handles(fs: Filesystem) -> None:
     with pytest.raises(FsError) as exc:
         fs.open(ROOT_INO, os.O_RDONLY, ROOT)
     assert exc.value.errno == errno.EISDIR
+
+
+async def test_capacity_change_at_run_time(fs: Filesystem) -> None:
+    fh, _ = create(fs, b"f")
+    await fs.write(fh, 0, b"x" * (5 * PAGE))
+    with pytest.raises(FsError) as exc:
+        fs.set_capacity(4)
+    assert exc.value.errno == errno.EINVAL
+    fs.set_capacity(5)
+    assert fs.statfs().blocks == 5
+    assert fs.statfs().bfree == 0
+    with pytest.raises(FsError):
+        await fs.write(fh, 5 * PAGE, b"y")
+    fs.set_capacity(6)
+    assert await fs.write(fh, 5 * PAGE, b"y") == 1
