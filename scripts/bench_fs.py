@@ -15,7 +15,8 @@ unmounted in `finally`):
 
 Prints each figure and the mkwritefs/tmpfs ratio; `--json` prints one object with
 seq_write_ratio, seq_read_ratio, mmap_fault_ratio, creates_ratio and the raw figures.
-Each figure is the best of `--repeat` runs (default 3), to keep noise from other load out.
+Each figure is the best of `--repeat` runs (default 3), alternating between the two
+filesystems run by run, to keep noise from other load out of the ratios.
 """
 
 from __future__ import annotations
@@ -145,17 +146,25 @@ def creates(d: Path) -> float:
     return CREATE_FILES / elapsed
 
 
-def measure(d: Path, *, repeat: int, is_fuse: bool) -> dict[str, float]:
-    def best(fn: Callable[[], float]) -> float:
-        return max(fn() for _ in range(repeat))
-
-    figures = {"seq_write_mib_s": best(lambda: seq_write(d))}
-    figures["seq_read_mib_s"] = best(lambda: seq_read(d, cold=is_fuse))
-    figures["seq_read_warm_mib_s"] = best(lambda: seq_read(d, cold=False))
-    (d / "seq").unlink()
-    figures["mmap_faults_s"] = best(lambda: mmap_faults(d))
-    figures["creates_s"] = best(lambda: creates(d))
-    return figures
+def measure(ours: Path, tmpfs: Path, *, repeat: int) -> dict[str, dict[str, float]]:
+    """Best of `repeat` runs of each workload, alternating between the two filesystems
+    run by run, so a burst of load from elsewhere hits both sides alike."""
+    workloads: dict[str, Callable[[Path, bool], float]] = {
+        "seq_write_mib_s": lambda d, fuse: seq_write(d),
+        "seq_read_mib_s": lambda d, fuse: seq_read(d, cold=fuse),
+        "seq_read_warm_mib_s": lambda d, fuse: seq_read(d, cold=False),
+        "mmap_faults_s": lambda d, fuse: mmap_faults(d),
+        "creates_s": lambda d, fuse: creates(d),
+    }
+    best: dict[str, dict[str, float]] = {"mkwritefs": {}, "tmpfs": {}}
+    for key, workload in workloads.items():
+        if key == "mmap_faults_s":  # done with the sequential file
+            for d in (ours, tmpfs):
+                (d / "seq").unlink()
+        for _ in range(repeat):
+            for name, d, fuse in (("tmpfs", tmpfs, False), ("mkwritefs", ours, True)):
+                best[name][key] = max(best[name].get(key, 0.0), workload(d, fuse))
+    return best
 
 
 ROWS = [
@@ -172,10 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best counts)")
     args = parser.parse_args(argv)
-    with tmpfs_mount() as d:
-        tmpfs = measure(d, repeat=args.repeat, is_fuse=False)
-    with mkwritefs_mount() as d:
-        ours = measure(d, repeat=args.repeat, is_fuse=True)
+    with tmpfs_mount() as tmpfs_dir, mkwritefs_mount() as ours_dir:
+        figures = measure(ours_dir, tmpfs_dir, repeat=args.repeat)
+    ours, tmpfs = figures["mkwritefs"], figures["tmpfs"]
     ratios = {f"{name}_ratio": ours[key] / tmpfs[key] for name, key, _ in ROWS}
     if args.json:
         print(json.dumps({**ratios, "mkwritefs": ours, "tmpfs": tmpfs}, indent=2))
