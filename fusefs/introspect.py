@@ -3,10 +3,12 @@
 This module owns the introspection namespace.  The values are computed when read,
 as decimal ASCII, and are never stored or listed (so ``cp -a`` and ``tar --xattrs`` copy
 nothing of them).  On the root: the filesystem's block counters; on a regular file: its
-own allocated and reserved blocks and dirty pages.  Setting or removing any name in the
-namespace answers EPERM; reading an unknown one answers ENODATA.
+own allocated and reserved blocks and dirty pages.  Setting or removing a name answers
+EPERM unless a setter is registered for it; reading an unknown one answers ENODATA.
 
-Later features add names with :func:`register_root` / :func:`register_file`.
+Later features add names with :func:`register_root` / :func:`register_file`, and
+settings of the root with :func:`register_root_setter` (a setter checks its caller with
+:func:`require_owner` and answers EINVAL for a bad value, changing nothing).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .errors import FsError
-from .inode import Inode
+from .inode import Ctx, Inode
 
 if TYPE_CHECKING:
     from .core import Filesystem
@@ -25,6 +27,7 @@ PREFIX = b"user.mkwritefs."
 
 RootFigure = Callable[["Filesystem"], int | str]
 FileFigure = Callable[["Filesystem", Inode], int | str]
+RootSetter = Callable[["Filesystem", bytes, Ctx], None]
 
 _ROOT: dict[bytes, RootFigure] = {
     b"capacity_blocks": lambda fs: fs.space.capacity,
@@ -56,6 +59,19 @@ def register_file(name: bytes, figure: FileFigure) -> None:
     _FILE[name] = figure
 
 
+_ROOT_SETTERS: dict[bytes, RootSetter] = {}
+
+
+def register_root_setter(name: bytes, setter: RootSetter) -> None:
+    _ROOT_SETTERS[name] = setter
+
+
+def require_owner(fs: Filesystem, ctx: Ctx) -> None:
+    """Settings are for the mount's owner (the root directory's owner) and root."""
+    if ctx.uid not in (0, fs.inode(fs.root_ino).uid):
+        raise FsError(errno.EPERM, "only the mount's owner may change settings")
+
+
 def is_introspection(name: bytes) -> bool:
     return name.startswith(PREFIX)
 
@@ -69,5 +85,12 @@ def get(fs: Filesystem, inode: Inode, name: bytes, *, is_root: bool) -> bytes:
     raise FsError(errno.ENODATA, f"no introspection attribute {name!r} here")
 
 
+def set_(fs: Filesystem, name: bytes, value: bytes, ctx: Ctx, *, is_root: bool) -> None:
+    setter = _ROOT_SETTERS.get(name[len(PREFIX) :]) if is_root else None
+    if setter is None:
+        raise FsError(errno.EPERM, f"{name!r} is read-only")
+    setter(fs, value, ctx)
+
+
 def refuse_change(name: bytes) -> None:
-    raise FsError(errno.EPERM, f"{name!r} is read-only")
+    raise FsError(errno.EPERM, f"{name!r} cannot be removed")

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from fusefs.core import ROOT_INO, XATTR_CREATE, XATTR_REPLACE, Filesystem, FsError
+from fusefs.core import ROOT_INO, XATTR_CREATE, XATTR_REPLACE, Ctx, Filesystem, FsError
 from fusefs.xattrs import XATTR_SPACE_MAX
 
 from .conftest import PAGE, ROOT, USER, create
@@ -122,3 +122,26 @@ async def test_introspection_names(fs: Filesystem) -> None:
     assert errno_of(fs.removexattr, ino, b"user.mkwritefs.dirty_pages", ROOT) == errno.EPERM
     assert fs.listxattr(ino, ROOT) == []
     assert fs.listxattr(ROOT_INO, ROOT) == []
+
+
+def test_registered_root_setting(fs: Filesystem) -> None:
+    from fusefs import introspect
+
+    def set_capacity(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+        introspect.require_owner(fs, ctx)
+        if not value.isdigit():
+            raise FsError(errno.EINVAL, "not a number")
+        fs.set_capacity(int(value))
+
+    introspect.register_root_setter(b"capacity_blocks", set_capacity)
+    try:
+        name = b"user.mkwritefs.capacity_blocks"
+        fs.setxattr(ROOT_INO, name, b"32", 0, ROOT)
+        assert fs.statfs().blocks == 32
+        assert errno_of(fs.setxattr, ROOT_INO, name, b"x", 0, ROOT) == errno.EINVAL
+        assert errno_of(fs.setxattr, ROOT_INO, name, b"64", 0, USER) == errno.EPERM
+        _, ino = create(fs, b"f")
+        assert errno_of(fs.setxattr, ino, name, b"64", 0, ROOT) == errno.EPERM  # root only
+        assert fs.statfs().blocks == 32
+    finally:
+        del introspect._ROOT_SETTERS[b"capacity_blocks"]
