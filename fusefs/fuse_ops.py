@@ -41,6 +41,7 @@ import functools
 import logging
 import math
 import os
+import reprlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -72,10 +73,19 @@ def _boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         except FsError as exc:
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception:
-            log.exception("BUG: %s%r raised; answering EIO", fn.__name__, args[1:])
+            log.exception("BUG: %s%s raised; answering EIO", fn.__name__, _short(args[1:]))
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return handler
+
+
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = _short_repr.maxother = 60
+
+
+def _short(args: tuple[object, ...]) -> str:
+    """The request's arguments for a log line, a write's data cut short."""
+    return _short_repr.repr(args)
 
 
 def _ctx(ctx: pyfuse3.RequestContext) -> Ctx:
