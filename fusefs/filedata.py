@@ -266,11 +266,11 @@ class FileData:
                 page.trylock()
             elif not page.trylock():
                 await page.lock()
-                if page.mapping is not mapping:  # truncated while we slept
-                    page.unlock()
-                    continue
             if page.writeback:  # stable pages: no change while under I/O
                 await page.wait_writeback()
+            if page.mapping is not mapping:  # truncated while we slept
+                page.unlock()
+                continue
             if self.reserve_page(page):
                 return page
             page.unlock()
@@ -392,10 +392,10 @@ class FileData:
                 continue
             await page.lock()
             try:
-                if page.mapping is not mapping:
-                    continue
                 if page.writeback:
                     await page.wait_writeback()
+                if page.mapping is not mapping:  # truncated while we slept
+                    continue
                 if not mapping.clear_page_dirty_for_io(page):
                     continue
                 page.start_writeback()

@@ -394,3 +394,24 @@ async def test_capacity_change_at_run_time(fs: Filesystem) -> None:
         await fs.write(fh, 5 * PAGE, b"y")
     fs.set_capacity(6)
     assert await fs.write(fh, 5 * PAGE, b"y") == 1
+
+
+async def test_write_waits_for_writeback_then_sees_truncate(fs: Filesystem) -> None:
+    """A write that waits for a page under writeback (stable pages) and finds it
+    truncated when it wakes writes into a fresh page, never into the dead one."""
+    fh, ino = create(fs, b"f")
+    await fs.write(fh, 0, b"1" * (2 * PAGE))
+    data = fs.file_data(ino)
+    old = data.mapping.find_page(1)
+    assert old is not None
+    old.start_writeback()  # an I/O in flight (a slow writepage policy)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fs.write, fh, PAGE, b"new")
+        await trio.testing.wait_all_tasks_blocked()
+        data.truncate(PAGE)
+        old.end_writeback()
+    page = data.mapping.find_page(1)
+    assert page is not None
+    assert page is not old
+    assert fs.read(fh, PAGE, 3) == b"new"
+    assert bytes(old.data[:3]) == b"111"
