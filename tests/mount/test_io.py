@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import BLOCK
+from .support import BLOCK, wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -137,6 +137,7 @@ def test_readdir_of_a_big_directory_while_it_changes(workdir: Path) -> None:
         (workdir / name).write_bytes(b"")
     churn = subprocess.Popen([sys.executable, "-c", CHURN, str(workdir)])
     try:
+        wait_until(lambda: (workdir / "tmp0").exists(), "the churn started")
         for _ in range(5):
             names = os.listdir(workdir)
             # POSIX leaves names created or removed during the listing unspecified (one
