@@ -64,6 +64,8 @@ WRITER = textwrap.dedent(
     import os, sys
     path, tag, start, count = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), int(sys.argv[4])
     fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    while not os.path.exists(os.path.join(os.path.dirname(path), "go")):
+        pass  # start together
     for i in range(start, start + count):
         block = (tag + b"%06d" % i) * (4096 // 8)
         assert os.pwrite(fd, block, i * 4096) == 4096
@@ -86,6 +88,7 @@ def test_two_processes_write_concurrently(workdir: Path) -> None:
         subprocess.Popen([sys.executable, "-c", WRITER, str(p), tag, str(s), str(n)])
         for p, tag, s, n in jobs
     ]
+    (workdir / "go").write_bytes(b"")
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
     data = shared.read_bytes()
     assert len(data) == 600 * BLOCK
