@@ -267,7 +267,11 @@ class FileData:
             elif not page.trylock():
                 await page.lock()
             if page.writeback:  # stable pages: no change while under I/O
-                await page.wait_writeback()
+                try:
+                    await page.wait_writeback()
+                except BaseException:  # cancelled: never leave the page locked
+                    page.unlock()
+                    raise
             if page.mapping is not mapping:  # truncated while we slept
                 page.unlock()
                 continue

@@ -415,3 +415,51 @@ async def test_write_waits_for_writeback_then_sees_truncate(fs: Filesystem) -> N
     assert page is not old
     assert fs.read(fh, PAGE, 3) == b"new"
     assert bytes(old.data[:3]) == b"111"
+
+
+async def test_racing_writers_get_exactly_the_free_blocks(fs: Filesystem) -> None:
+    """Many tasks write one page each into holes while a page they need is locked:
+    exactly as many succeed as there were free blocks, and the invariant holds."""
+    handles = [create(fs, b"w%d" % i) for i in range(24)]
+    await fs.setattr(handles[0][1], size=PAGE, ctx=ROOT)
+    blocker = fs.file_data(handles[0][1]).mapping.add_page(0)  # a read fault's page
+    blocker.trylock()  # the first writer sleeps on this page lock mid-write
+    results: list[int] = []
+
+    async def writer(fh: int) -> None:
+        try:
+            results.append(await fs.write(fh, 0, b"z" * PAGE))
+        except FsError as exc:
+            results.append(-exc.errno)
+        fs.space.check()
+
+    async with trio.open_nursery() as nursery:
+        for fh, _ in handles:
+            nursery.start_soon(writer, fh)
+        await trio.testing.wait_all_tasks_blocked()
+        blocker.unlock()
+    assert sorted(results, reverse=True) == [PAGE] * 16 + [-errno.ENOSPC] * 8
+    assert fs.statfs().bfree == 0
+
+
+async def test_write_accepts_any_buffer(fs: Filesystem) -> None:
+    fh, _ = create(fs, b"f")
+    assert await fs.write(fh, 0, bytearray(b"ab")) == 2
+    assert await fs.write(fh, 2, memoryview(b"xcdx")[1:3]) == 2
+    assert fs.read(fh, 0, 10) == b"abcd"
+
+
+async def test_cancelled_write_leaves_no_lock_and_no_reservation(
+    fs: Filesystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    fh, ino = create(fs, b"f")
+    await fs.setattr(ino, size=PAGE, ctx=ROOT)
+    page = fs.file_data(ino).mapping.add_page(0)
+    page.start_writeback()
+    with trio.move_on_after(1) as scope:  # virtual time: the autojump clock moves it
+        await fs.write(fh, 0, b"never")
+    assert scope.cancelled_caught
+    assert not page.locked
+    assert fs.statistics().reserved_blocks == 0
+    page.end_writeback()
+    assert await fs.write(fh, 0, b"later") == 5

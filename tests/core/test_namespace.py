@@ -311,3 +311,37 @@ def test_ctx_is_frozen() -> None:
     with pytest.raises(AttributeError):
         ROOT.uid = 5  # type: ignore[misc]
     assert Ctx(1, 2, 3).umask == 0
+
+
+async def test_readdirplus_references_and_forget(fs: Filesystem) -> None:
+    _, f = create(fs, b"f")
+    fs.forget([(f, 1)])  # the create's reference
+    fh = fs.opendir(ROOT_INO, ROOT)
+    for _, attr, _ in fs.readdir(fh, 0):
+        fs.inc_lookup(attr.ino)  # what the adapter does for each entry the kernel took
+    fs.releasedir(fh)
+    await fs.unlink(ROOT_INO, b"f", ROOT)
+    await fs.release(1)
+    assert fs.getattr(f).nlink == 0  # the readdirplus reference keeps it
+    fs.forget([(f, 1)])
+    with pytest.raises(FsError):
+        fs.getattr(f)
+
+
+async def test_create_existing(fs: Filesystem) -> None:
+    import os
+
+    fh, ino = create(fs, b"f")
+    await fs.write(fh, 0, b"abc")
+    with pytest.raises(FsError) as exc:
+        fs.create(ROOT_INO, b"f", 0o644, os.O_RDWR | os.O_CREAT | os.O_EXCL, ROOT)
+    assert err(exc) == errno.EEXIST
+    fh2, attr = fs.create(ROOT_INO, b"f", 0o600, os.O_RDWR | os.O_CREAT, ROOT)
+    assert attr.ino == ino
+    assert fs.read(fh2, 0, 10) == b"abc"
+    d = fs.mkdir(ROOT_INO, b"d", 0o755, ROOT)
+    with pytest.raises(FsError) as exc:
+        fs.create(ROOT_INO, b"d", 0o644, os.O_RDWR | os.O_CREAT, ROOT)
+    assert err(exc) == errno.EISDIR
+    plain = fs.mknod(d.ino, b"plain", 0o644, 0, ROOT)  # type 0: a regular file
+    assert stat.S_ISREG(plain.mode)
