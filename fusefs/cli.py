@@ -119,7 +119,7 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_mount_input(args: argparse.Namespace) -> tuple[str, int]:
     blocks = parse_size(args.size)
-    mountpoint = os.path.abspath(args.dir)
+    mountpoint = os.path.realpath(args.dir)
     if find_mount(mountpoint) is not None:
         raise UsageError(f"{args.dir} is already a mount point")
     if not os.path.isdir(mountpoint):
@@ -258,8 +258,7 @@ def _server_pids(mountpoint: str) -> list[int]:
             if "mount" not in argv:
                 continue
             cwd = os.readlink(f"/proc/{entry}/cwd")
-            if not any(os.path.join(cwd, a) == mountpoint or
-                       os.path.normpath(os.path.join(cwd, a)) == mountpoint for a in argv):
+            if not any(os.path.realpath(os.path.join(cwd, a)) == mountpoint for a in argv):
                 continue
             fds = os.listdir(f"/proc/{entry}/fd")
             if any(os.readlink(f"/proc/{entry}/fd/{fd}") == FUSE_DEVICE for fd in fds):
@@ -289,7 +288,7 @@ def _umount_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments=_umount_arguments,
 )
 def run_umount(args: argparse.Namespace) -> int:
-    mountpoint = os.path.abspath(args.dir)
+    mountpoint = os.path.realpath(args.dir)
     fstype = find_mount(mountpoint)
     if fstype is None:
         raise UsageError(f"{args.dir} is not a mount point")
@@ -357,7 +356,7 @@ def _stat_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_figures(path: str) -> tuple[str, dict[str, int]]:
     """('filesystem' | 'file', {name: value}) from the user.mkwritefs.* xattrs of `path`."""
-    is_root = find_mount(os.path.abspath(path)) is not None
+    is_root = find_mount(os.path.realpath(path)) is not None
     kind, names = ("filesystem", ROOT_FIGURES) if is_root else ("file", FILE_FIGURES)
     figures = {}
     for name in names:
