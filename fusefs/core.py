@@ -555,9 +555,11 @@ class Filesystem:
             now = trio.current_time()
             for inode in list(self.inodes.values()):
                 data = inode.data
-                if data is None or not data.mapping.dirty_tag:
+                if data is None:
                     continue
-                if data.dirtied_when is None:  # dirtied behind our back: start the clock
+                if not data.mapping.dirty_tag:  # cleaned by truncate or fsync meanwhile
+                    data.dirtied_when = None
+                elif data.dirtied_when is None:  # dirtied behind our back: start the clock
                     data.dirtied_when = now
                 elif now - data.dirtied_when >= expire:
                     await data.writeback()

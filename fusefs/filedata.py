@@ -314,6 +314,8 @@ class FileData:
         """Unmap and drop the cached pages ``first..last``, with their reservations."""
         for page in self.mapping.truncate_pages_nowait(first, last):
             self.release_page_space(page)
+        if not self.mapping.dirty_tag:
+            self.dirtied_when = None
 
     def _release_blocks(self, first: int, last: int | None) -> None:
         """Free the allocated blocks of pages ``first..last``."""
@@ -440,7 +442,6 @@ class FileData:
         """Free every page and block (last close and forget of an unlinked file)."""
         self._remove_pages(0, None)
         self._release_blocks(0, None)
-        self.dirtied_when = None
 
     def check(self) -> None:
         """Raise AssertionError when a per-file invariant does not hold."""

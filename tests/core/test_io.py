@@ -463,3 +463,20 @@ async def test_cancelled_write_leaves_no_lock_and_no_reservation(
     assert fs.statistics().reserved_blocks == 0
     page.end_writeback()
     assert await fs.write(fh, 0, b"later") == 5
+
+
+async def test_flusher_expiry_restarts_after_truncate_cleans_the_file(
+    fs: Filesystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    fh, ino = create(fs, b"f")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fs.run_flusher)
+        await fs.write(fh, 0, b"x")
+        await trio.sleep(20)
+        await fs.setattr(ino, size=0, ctx=ROOT)  # clean again: the 30 s start over
+        await fs.write(fh, 0, b"y")
+        await trio.sleep(20)
+        assert fs.statistics().reserved_blocks == 1  # dirty for 20 s only
+        await trio.sleep(16)
+        assert fs.statistics().allocated_blocks == 1
+        nursery.cancel_scope.cancel()
