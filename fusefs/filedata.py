@@ -27,6 +27,13 @@ Invariants (checked by :meth:`FileData.check`):
   allocated and reserved counters;
 * no page is cached wholly beyond EOF.
 
+Concurrency (one trio loop): ``i_rwsem`` serialises write, truncate (through
+``setattr``) and fallocate of one file, as the kernel's inode lock does.  A page is
+changed only by a task that holds its lock or that does not sleep between looking at
+the page and dirtying it; whoever sleeps re-checks ``page.mapping`` when it wakes
+(truncate removes locked pages too, the holder finds out).  Bytes stored past EOF in the
+last page are zeroed when the size grows and at writeback, never exposed as data.
+
 The vm operations (``fault``/``page_mkwrite``/``writepage`` policies) build on the
 methods ``page_needs_block``, ``reserve_page``, ``allocate_for_writeback``,
 ``release_page_space``, ``mark_page_dirty`` and ``writepage``.
@@ -112,10 +119,10 @@ class FileData:
         Idempotent (one reservation per page).  False when the page needs a block and
         none is free: the caller answers ENOSPC (``write``) or SIGBUS (``page_mkwrite``).
         """
+        if page.mapping is not self.mapping:  # the caller checks under the page lock
+            raise AssertionError(f"reserve for {page!r} outside {self.mapping!r}")
         if page.index in self.allocated or page in self.reserved_pages:
             return True
-        if page.mapping is not self.mapping:
-            raise AssertionError(f"reserve for {page!r} outside {self.mapping!r}")
         if not self.pool.reserve(1):
             return False
         self.reserved_pages.add(page)
