@@ -10,7 +10,10 @@ Measures, driven the same way from Python (one store or load per page):
   ``page_mkwrite`` (``->fault`` + hook + writable dirty PTE);
 * ``bulk_store_MiBps``: simulated stores of 1 MiB blocks to already-writable pages;
 * ``bytes_per_touched_page``: memory (tracemalloc) per page touched by a store,
-  page cache included; ``bytes_per_untouched_page`` for a mapping never touched.
+  page cache included; ``bytes_per_untouched_page`` for a mapping never touched;
+  ``pte_bytes_per_page``: what one more mapping of an already cached page costs;
+* ``floor_page_alloc_per_s``: the Python floor of a first touch without any MMU logic
+  (allocate a cached page, touch its memory, tag it dirty, add a PTE).
 
 Usage: ``scripts/bench_sim.py [--json] [--pages N] [--profile]``.
 """
@@ -86,6 +89,40 @@ async def _bulk_store(mib: int) -> float:
     return mib / (time.perf_counter() - t0)
 
 
+def floor_page_alloc_per_s(pages: int) -> float:
+    """The cost floor of a first touch in Python: create a cached page and touch it."""
+    from sim_mmu.page import AddressSpace
+
+    mapping = AddressSpace()
+    ptes: dict[int, int] = {}
+    t0 = time.perf_counter()
+    for i in range(pages):
+        page = mapping.add_page(i)
+        page.data[0] = 1
+        mapping.set_page_dirty(page)
+        ptes[i] = 0xF
+    return pages / (time.perf_counter() - t0)
+
+
+async def _pte_memory(pages: int) -> float:
+    """Bytes per PTE alone: a second process read-faults pages that are already cached."""
+    sim = Simulation(trace=False)
+    inode = MemInode(size=pages * PAGE_SIZE)
+    first, second = sim.spawn(), sim.spawn()
+    f = inode.open()
+    a1 = await first.mmap(pages * PAGE_SIZE, RW, MapFlags.SHARED, f)
+    for a in range(a1, a1 + pages * PAGE_SIZE, PAGE_SIZE):
+        await first.load(a, 1)
+    a2 = await second.mmap(pages * PAGE_SIZE, RW, MapFlags.SHARED, f)
+    tracemalloc.start()
+    t0 = tracemalloc.get_traced_memory()[0]
+    for a in range(a2, a2 + pages * PAGE_SIZE, PAGE_SIZE):
+        await second.load(a, 1)
+    t1 = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (t1 - t0) / pages
+
+
 async def _memory(pages: int) -> tuple[float, float]:
     sim = Simulation(trace=False)
     inode = MemInode(size=1 << 40)  # a terabyte
@@ -108,6 +145,8 @@ def run(pages: int, directory: str) -> dict[str, float]:
     mkwrite = max(trio.run(_sim_faults, pages, True) for _ in range(3))
     bulk = max(trio.run(_bulk_store, 512) for _ in range(2))
     per_page, untouched = trio.run(_memory, 20_000)
+    pte_bytes = trio.run(_pte_memory, 20_000)
+    floor = max(floor_page_alloc_per_s(pages) for _ in range(3))
     return {
         "sim_read_faults_per_s": round(read),
         "sim_mkwrite_faults_per_s": round(mkwrite),
@@ -116,6 +155,8 @@ def run(pages: int, directory: str) -> dict[str, float]:
         "bulk_store_MiBps": round(bulk),
         "bytes_per_touched_page": round(per_page),
         "bytes_per_untouched_page": round(untouched, 6),
+        "pte_bytes_per_page": round(pte_bytes),
+        "floor_page_alloc_per_s": round(floor),
     }
 
 

@@ -388,7 +388,10 @@ async def do_user_addr_fault(
     flags = (FL_USER if user else 0) | FL_ALLOW_RETRY | (FL_WRITE if write else 0)
     lock = mm.mmap_lock
     while True:
-        await lock.acquire_read()
+        if lock.writer or lock.waiting_writers:
+            await lock.acquire_read()
+        else:
+            lock.readers += 1  # uncontended down_read: no scheduling
         try:
             vma = mm.find_vma(address)
             if vma is None:

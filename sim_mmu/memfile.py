@@ -63,8 +63,7 @@ class MemVmOps:
     def __init__(self, inode: MemInode) -> None:
         self.inode = inode
 
-    async def fault(self, vmf: VmFaultInfo) -> VmFault:
-        return await filemap_fault(vmf)
+    fault = staticmethod(filemap_fault)  # the generic ->fault, as most filesystems do
 
 
 class MemVmOpsMkwrite(MemVmOps):

@@ -28,7 +28,7 @@ class MmapLock:
 
     def release_read(self) -> None:
         self.readers -= 1
-        if self.readers == 0 and self._lot:
+        if self.readers == 0 and self.waiting_writers:
             self._lot.unpark_all()
 
     async def acquire_write(self) -> None:

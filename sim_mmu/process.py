@@ -50,6 +50,7 @@ _WRITE_HIT = _PRESENT | _WRITE
 _DY = _DIRTY | _YOUNG
 _LIVELOCK = 10_000  # faults on one address without progress before we call it a bug
 _RESCHED = 64  # faults between trio checkpoints (cond_resched)
+_RESCHED_MASK = _RESCHED - 1
 
 
 class Simulation:
@@ -213,7 +214,7 @@ class Process:
     async def store(self, addr: int, data: bytes | bytearray | memoryview) -> int:
         """Store ``data`` at ``addr``; return the bytes stored (all, unless abandoned)."""
         self._check_alive()
-        src = memoryview(data).cast("B")
+        src = data if isinstance(data, bytes) else memoryview(data).cast("B")
         n = len(src)
         ptes = self.mm.ptes
         pos = 0
@@ -232,7 +233,13 @@ class Process:
                 stuck = 0
                 continue
             stuck += 1
-            if not await self._fault(a, True, stuck):
+            if stuck > 1 or self._faults & _RESCHED_MASK == _RESCHED_MASK:
+                if not await self._fault(a, True, stuck):
+                    return pos
+                continue
+            self._faults += 1
+            info = await do_user_addr_fault(self.mm, a, True, self)
+            if info is not None and not await self._deliver(info):
                 return pos
         return pos
 
@@ -266,7 +273,7 @@ class Process:
         if stuck > _LIVELOCK:
             raise RuntimeError(f"livelock: {stuck} faults at {addr:#x} without progress")
         self._faults += 1
-        if self._faults % _RESCHED == 0:
+        if self._faults & _RESCHED_MASK == 0:
             await trio.lowlevel.checkpoint()
         info = await do_user_addr_fault(self.mm, addr, write, self)
         if info is None:
