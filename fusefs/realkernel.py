@@ -319,18 +319,24 @@ def _run_case(directory: str, case: Case) -> tuple[_Child, bytes, Df, Df]:
     path = os.path.join(directory, case.file)
     df_before = Df.of(directory)
     child = run_child({"op": case.op, "path": path, "offset": case.offset, "tag": case.name})
-    cached = os.pread(fd := os.open(path, os.O_RDONLY), PAGE, case.offset)
-    os.close(fd)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        cached = os.pread(fd, PAGE, case.offset)  # through the page cache, as a reader sees it
+    finally:
+        os.close(fd)
     return child, cached, df_before, Df.of(directory)
 
 
 def run_child(spec: Mapping[str, object]) -> _Child:
     """Run one access in `python -m fusefs.realkernel SPEC`; its events and fatal signal."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "fusefs.realkernel", json.dumps(spec)],
-        capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT, check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fusefs.realkernel", json.dumps(spec)],
+            capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"probe child {spec} hung for {CHILD_TIMEOUT:.0f} s") from None
     events = {}
     for line in proc.stdout.splitlines():
         event = json.loads(line)
@@ -435,6 +441,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("fsync_write", "fsync after that write(2)"),
     ("data_write", "write(2)'s data in the fs"),
     ("fallocated", "fallocate first, then store when full"),
+    ("fallocate_native", "fallocate(2) itself"),
     ("df_full", "df when full: avail / free"),
 )
 
@@ -492,6 +499,7 @@ def report_cells(report: ProbeReport) -> dict[str, str]:
         "fsync_write": errno_name(write.fsync_errno),
         "data_write": _data(write, write.data_intact),
         "fallocated": falloc_text,
+        "fallocate_native": "yes" if report.fallocate_native else "EOPNOTSUPP: glibc wrote zeros",
         "df_full": f"{full.avail // 1024} KiB / {full.free // 1024} KiB",
     }
 

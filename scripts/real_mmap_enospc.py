@@ -73,7 +73,7 @@ def measure(size: str, *, ground_truth: bool,
     ]
     skipped: dict[str, str] = {}
     for kind, probe in (("ext4", probe_ext4), ("tmpfs", probe_tmpfs)):
-        reason = ground_truth_unavailable(kind) if ground_truth else "--no-ground-truth"
+        reason = ground_truth_unavailable(kind) if ground_truth else "--no-ground-truth was given"
         if reason is None:
             probes.append((kind, probe))
         else:
@@ -112,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         }))
         return 0
     print(format_table(columns))
+    if skipped:
+        print()
     for kind, reason in skipped.items():
-        print(f"\n{kind}: not measured - {reason}")
+        print(f"{kind}: not measured: {reason}")
     return 0
 
 

@@ -209,6 +209,18 @@ def test_probe_refuses_a_directory_that_is_missing(tmp_path: Path) -> None:
         probe_filesystem(str(tmp_path / "missing"), label="missing")
 
 
+def test_without_root_the_ground_truth_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    for kind in ("ext4", "tmpfs"):
+        reason = ground_truth_unavailable(kind)
+        assert reason is not None
+        assert reason.startswith("not root")
+        with pytest.raises(ProbeError, match="not root"), (
+            ext4_loop() if kind == "ext4" else tmpfs_mounted()
+        ):
+            pass
+
+
 def test_table_has_a_row_per_key_and_blank_cells_for_missing_ones() -> None:
     columns = [Column("a", {"store_hole": "SIGBUS"}), Column("sim: reserve", {})]
     lines = format_table(columns).splitlines()
