@@ -1,0 +1,174 @@
+"""Unit tests of the small modules: errors, trace, pte, mmap_lock, filemap, page rmap."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import trio
+import trio.testing
+
+from sim_mmu import SIGBUS, SigInfo, SimError, Simulation, VmFault
+from sim_mmu.filemap import filemap_fault, filemap_page_mkwrite, write_one_page
+from sim_mmu.memfile import MemInode
+from sim_mmu.mmap_lock import MmapLock
+from sim_mmu.protocols import VmFaultInfo
+from sim_mmu.pte import DIRTY, PRESENT, WRITE, PteView, describe
+from sim_mmu.trace import Trace
+
+from .helpers import PAGE, PRIVATE, RW, SHARED, mapped
+
+
+def test_errors_read_well() -> None:
+    e = SimError(errno.ENOSPC, "no room")
+    assert e.errno == errno.ENOSPC
+    assert "ENOSPC" in str(e)
+    assert "no room" in str(e)
+    assert str(SigInfo(SIGBUS, 2, 0x1000)) == "SIGBUS code=2 addr=0x1000"
+
+
+def test_pte_views() -> None:
+    assert describe(None) == "-"
+    assert describe(PRESENT | WRITE | DIRTY) == "PWD"
+    view = PteView.of(PRESENT | DIRTY)
+    assert view is not None
+    assert view.dirty
+    assert not view.writable
+    assert PteView.of(None) is None
+
+
+async def test_trace_records_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
+    trace = Trace(limit=3)
+    trace.record("a", 1)
+    await trio.sleep(5)
+    for kind in "bcd":
+        trace.record(kind, 1, 0x10, 2, "x")
+    assert [e.kind for e in trace] == ["b", "c", "d"]
+    assert trace.events("c")[0].time - 5 == pytest.approx(trio.current_time() - 5)
+    trace.enabled = False
+    trace.record("e", 1)
+    assert len(trace) == 3
+    trace.clear()
+    assert trace.events() == []
+
+
+async def test_mmap_lock_writer_waits_for_readers_and_blocks_new_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    lock = MmapLock()
+    order: list[str] = []
+
+    async def reader(name: str, hold: float) -> None:
+        await lock.acquire_read()
+        order.append(f"{name}+")
+        await trio.sleep(hold)
+        order.append(f"{name}-")
+        lock.release_read()
+
+    async def writer() -> None:
+        await lock.acquire_write()
+        order.append("W+")
+        await trio.sleep(1)
+        order.append("W-")
+        lock.release_write()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader, "r1", 2)
+        await trio.sleep(0.1)
+        nursery.start_soon(writer)
+        await trio.sleep(0.1)
+        nursery.start_soon(reader, "r2", 0)  # must queue behind the waiting writer
+    assert order == ["r1+", "r1-", "W+", "W-", "r2+", "r2-"]
+
+
+async def test_munmap_waits_for_a_fault_sleeping_in_the_hook(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sim, proc, inode, _, addr = await mapped(1)
+    inode.mkwrite_sleep = 1.0
+    thread = proc.clone_thread()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(proc.store, addr, b"done")
+        await trio.sleep(0.5)
+        await thread.munmap(addr, PAGE)
+        assert trio.current_time() >= 1.0  # waited for the fault (mmap_lock)
+    assert inode.read(0, 4) == b"done"
+    assert inode.mapping.find_page(0).dirty  # type: ignore[union-attr]
+
+
+async def test_filemap_fault_read_error_is_sigbus() -> None:
+    sim, proc, inode, _, addr = await mapped(1)
+
+    async def broken(page: object) -> None:
+        raise SimError(errno.EIO, "bad sector")
+
+    inode.a_ops.readpage = broken  # type: ignore[method-assign]
+    vmf = VmFaultInfo(proc.mm.vmas[0], addr, 0, 0)
+    assert await filemap_fault(vmf) == VmFault.SIGBUS
+    assert not inode.mapping.find_page(0).locked  # type: ignore[union-attr]
+
+
+async def test_filemap_page_mkwrite_truncated_page_is_nopage() -> None:
+    sim, proc, inode, _, addr = await mapped(1)
+    await proc.load(addr, 1)
+    page = inode.mapping.find_page(0)
+    vmf = VmFaultInfo(proc.mm.vmas[0], addr, 0, 0)
+    vmf.page = page
+    inode.truncate(0)
+    assert await filemap_page_mkwrite(vmf) == VmFault.NOPAGE
+    inode.truncate(PAGE)
+    await proc.load(addr, 1)
+    vmf.page = inode.mapping.find_page(0)
+    assert await filemap_page_mkwrite(vmf) == VmFault.LOCKED
+    assert vmf.page.dirty
+    assert vmf.page.locked
+    vmf.page.unlock()  # type: ignore[union-attr]
+
+
+async def test_write_one_page_records_error_and_cleans() -> None:
+    inode = MemInode(size=PAGE)
+    inode.write(0, b"x")
+    inode.writepage_error = errno.ENOSPC
+    page = inode.mapping.find_page(0)
+    assert page is not None
+    assert await write_one_page(inode.mapping, inode.a_ops, page)
+    assert not page.dirty
+    assert not page.writeback
+    assert not page.locked
+    assert inode.mapping.wb_err.errno == errno.ENOSPC
+    assert not await write_one_page(inode.mapping, inode.a_ops, page)  # clean: nothing
+
+
+async def test_truncate_zaps_private_copies_but_hole_punch_keeps_them() -> None:
+    sim, proc, inode, f, _ = await mapped(2)
+    inode.write(0, b"a" * 2 * PAGE)
+    priv = await proc.mmap(2 * PAGE, RW, PRIVATE, f)
+    await proc.store(priv, b"copy0")
+    await proc.store(priv + PAGE, b"copy1")
+    inode.punch_hole(0, PAGE)
+    assert await proc.load(priv, 5) == b"copy0"  # even_cows=0: the COW copy stays
+    inode.truncate(PAGE)
+    assert proc.pte(priv + PAGE) is None  # even_cows=1: zapped
+    assert await proc.load(priv, 5) == b"copy0"
+
+
+async def test_close_balance_and_update_time_hooks_are_called() -> None:
+    calls: list[str] = []
+    inode = MemInode(size=PAGE, mkwrite=False)
+    f = inode.open()
+
+    async def balance() -> None:
+        calls.append("balance")
+
+    async def close(vma: object) -> None:
+        calls.append("close")
+
+    f.balance_dirty_pages_ratelimited = balance  # type: ignore[attr-defined]
+    f.file_update_time = lambda: calls.append("mtime")  # type: ignore[attr-defined]
+    inode.vm_ops.close = close  # type: ignore[attr-defined]
+    proc = Simulation().spawn()
+    addr = await proc.mmap(PAGE, RW, SHARED, f)
+    await proc.store(addr, b"x")
+    await proc.store(addr, b"y")  # no fault: no more calls
+    await proc.munmap(addr, PAGE)
+    assert calls == ["balance", "mtime", "close"]
