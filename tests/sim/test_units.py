@@ -172,3 +172,21 @@ async def test_close_balance_and_update_time_hooks_are_called() -> None:
     await proc.store(addr, b"y")  # no fault: no more calls
     await proc.munmap(addr, PAGE)
     assert calls == ["balance", "mtime", "close"]
+
+
+async def test_check_simulation_catches_broken_invariants() -> None:
+    from sim_mmu.check import InvariantError, check_simulation
+
+    sim, proc, inode, _, addr = await mapped(2)
+    await proc.store(addr, b"x")
+    check_simulation(sim)
+    page = inode.mapping.find_page(0)
+    assert page is not None
+    inode.mapping.cancel_dirty_page(page)  # a buggy fs cleans without page_mkclean
+    with pytest.raises(InvariantError, match="maps clean"):
+        check_simulation(sim)
+    inode.mapping.delete_page(page)  # ...or drops a mapped page without unmapping it
+    with pytest.raises(InvariantError, match="no cached page"):
+        check_simulation(sim)
+    with pytest.raises(RuntimeError, match="BUG"):
+        await proc.store(addr, b"y")
