@@ -77,8 +77,10 @@ class FileData:
         self.dirtied_when: float | None = None
         # Set by the filesystem: called when data changed not through a request.
         self.on_invalidate: Callable[[], None] | None = None
-        # Per-file counters.
-        self.pages_lost = 0
+        # Per-file counters: pages whose writeback failed, and the bytes of file data
+        # (inside EOF) they held, which writers had been told were stored.
+        self.writeback_errors = 0
+        self.lost_bytes = 0
         # i_rwsem: write, truncate and fallocate of one file run one at a time.
         self.i_rwsem = trio.Lock()
 
@@ -432,7 +434,8 @@ class FileData:
             return
         if not self.allocate_for_writeback(page):
             self.mapping.wb_err.set_error(errno.ENOSPC)
-            self.pages_lost += 1
+            self.writeback_errors += 1
+            self.lost_bytes += min(PAGE_SIZE, self.size - (page.index << PAGE_SHIFT))
             self._drop_page(page)
             if self.on_invalidate is not None:
                 self.on_invalidate()

@@ -294,6 +294,7 @@ async def test_legacy_writeback_loss_reported_once_per_open_file(fs: Filesystem)
     assert invalidated == [ino]
     assert fs.read(fh, PAGE, PAGE) == bytes(PAGE)  # the data is gone
     assert fs.read(fh, 0, 10) == b"v" * 10  # the page that had a reservation is safe
+    assert (data.writeback_errors, data.lost_bytes) == (1, PAGE)
     await fs.fsync(fh, False)  # reported once
     with pytest.raises(FsError):
         await fs.fsync(fh2, False)  # ... to every open file
