@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
+from fusefs import mountinfo
+
 if TYPE_CHECKING:  # fusefs.mount imports pyfuse3: only `mount` needs it at run time
     from fusefs.mount import MountConfig
 
@@ -227,23 +229,13 @@ def _serve_detached(config: MountConfig, ready_fd: int, log_path: str | None) ->
 # -- umount -----------------------------------------------------------------------------
 
 
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
 def find_mount(mountpoint: str) -> str | None:
-    """The filesystem type mounted on `mountpoint` (from /proc/self/mountinfo), or None.
+    """The filesystem type mounted on `mountpoint` (a real path), or None.
 
     Unlike os.path.ismount this also sees a dead FUSE mount, whose stat fails ENOTCONN.
     """
-    found = None
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            sep = fields.index("-")
-            if _unescape(fields[4]) == mountpoint:
-                found = fields[sep + 1]  # the last mount on a path is the visible one
-    return found
+    entry = mountinfo.find(mountpoint)
+    return None if entry is None else entry.fstype
 
 
 def _server_pids(mountpoint: str) -> list[int]:

@@ -168,6 +168,15 @@ class Operations(pyfuse3.Operations):
         self.enable_writeback_cache = writeback_cache
         self.invalidator = _Invalidator()
         fs.on_invalidate = self.invalidator.notify
+        # Set when the kernel's INIT arrives; libfuse sends the reply as soon as `init`
+        # returns, before any task woken by this event runs.
+        self.initialized = trio.Event()
+
+    def init(self) -> None:
+        try:
+            self.initialized.set()
+        except Exception:  # init must never raise
+            log.exception("BUG: init")
 
     # -- names and attributes ---------------------------------------------------------
 

@@ -9,13 +9,15 @@ requests), then runs on a single trio event loop, in one nursery:
 - the adapter's invalidation worker (kernel cache invalidations, from a worker thread);
 - a signal watcher: SIGINT or SIGTERM ends the request loop (`session_terminate`).
 
-The mount is reported ready (`on_ready`) only once it answers: a worker thread stats the
-mount point, which waits for the kernel's INIT to be answered by the request loop (never
-a system call on the mount from the loop's own thread: it would deadlock). Then, as
+The mount is reported ready (`on_ready`) only once the kernel's INIT has been answered
+(`Operations.initialized`): from then on requests are served. Nothing here makes a
+system call on the mount itself (that would deadlock from the loop's thread, and even
+from a worker thread it would race an early `fusermount3 -u` into EBUSY). Then, as
 root, the mount's readahead window is raised from the kernel's 128 KiB to the 1 MiB a
-FUSE request can carry (`/sys/class/bdi/<dev>/read_ahead_kb`): pyfuse3 cannot ask for a
-larger max_readahead at INIT, and 128 KiB READs cost a request per 32 pages; measured
-here, a 1 MiB window more than doubles sequential read from the server.
+FUSE request can carry (`/sys/class/bdi/<major:minor>/read_ahead_kb`, the device number
+taken from /proc/self/mountinfo): pyfuse3 cannot ask for a larger max_readahead at
+INIT, and 128 KiB READs cost a request per 32 pages; measured here, a 1 MiB window more
+than doubles sequential read from the server.
 
 File data lives in this process's heap, one 4096-byte page object at a time. glibc
 returns freed heap to the kernel eagerly (trim threshold 128 KiB) and every page taken
@@ -44,6 +46,7 @@ from typing import Any
 
 import trio
 
+from fusefs import mountinfo
 from fusefs.core import Filesystem
 from fusefs.fuse_ops import (
     Operations,
@@ -127,20 +130,23 @@ async def _serve(
         await nursery.start(ops.invalidator.run)
         await nursery.start(_run_flusher, fs)
         nursery.start_soon(_request_loop, nursery.cancel_scope)
-        st = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
-        st_dev = st.st_dev
+        await ops.initialized.wait()
         if os.getuid() == 0:
-            _set_read_ahead(st_dev, READ_AHEAD_KB)
+            _set_read_ahead(mountpoint, READ_AHEAD_KB)
         if on_ready is not None:
             on_ready()
 
 
-def _set_read_ahead(st_dev: int, kb: int) -> None:
-    path = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
+def _set_read_ahead(mountpoint: str, kb: int) -> None:
+    entry = mountinfo.find(mountpoint)
+    if entry is None:
+        log.warning("%s is not in %s", mountpoint, mountinfo.MOUNTINFO)
+        return
+    path = f"/sys/class/bdi/{entry.device}/read_ahead_kb"
     try:
         with open(path, "w") as f:
             f.write(f"{kb}\n")
-    except OSError as exc:  # no sysfs (a container): the kernel's default stays
+    except OSError as exc:  # no writable sysfs (a container): the kernel's default stays
         log.info("cannot set %s: %s", path, exc)
 
 
