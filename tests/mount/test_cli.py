@@ -235,3 +235,19 @@ def test_umount_of_a_busy_mount_needs_lazy(tmp_path: Path) -> None:
         assert server.proc.wait(timeout=30) == 0  # exits with the last close
     finally:
         stop_server(server)
+
+
+def test_mount_point_with_a_space_in_its_name(tmp_path: Path) -> None:
+    mnt = tmp_path / "my mount"
+    mnt.mkdir()
+    result = cli("mount", str(mnt), "--size", "1M")
+    try:
+        assert result.returncode == 0, result.stderr
+        assert find_mount(str(mnt)) == "fuse.mkwritefs"
+        stat_result = cli("stat", str(mnt), "--json")
+        assert json.loads(stat_result.stdout)["capacity_blocks"] == 256
+        assert cli("umount", str(mnt)).returncode == 0
+        assert find_mount(str(mnt)) is None
+    finally:
+        if find_mount(str(mnt)) is not None:
+            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
