@@ -141,7 +141,7 @@ async def _do_fault(vmf: VmFaultInfo) -> int:
     """Call ``->fault``; on success the page is returned locked (``__do_fault``)."""
     vma = vmf.vma
     assert vma.file is not None
-    ret = _vm_fault_value(await vma.file.vm_ops.fault(vmf), "fault")
+    ret = _vm_fault_value(await vma.vm_ops.fault(vmf), "fault")  # type: ignore[union-attr]
     if ret & GIVE_UP:
         if ret & LOCKED and vmf.page is not None:
             vmf.page.unlock()
@@ -204,7 +204,7 @@ async def do_shared_fault(
     page = vmf.page
     assert page is not None
     assert vma.file is not None
-    hook = page_mkwrite_of(vma.file.vm_ops) if mm.profile.notify else None
+    hook = page_mkwrite_of(vma.vm_ops) if mm.profile.notify else None
     locked = True
     if hook is not None:
         page.unlock()
@@ -286,9 +286,10 @@ async def fault_dirty_shared_page(
     """Mark the page dirty, unlock it, throttle (``fault_dirty_shared_page``)."""
     file = vma.file
     assert file is not None
+    assert vma.mapping is not None
     dirtied = False
     if mm.profile.dirty_at_fault:
-        dirtied = file.mapping.set_page_dirty(page)
+        dirtied = vma.mapping.set_page_dirty(page)
     if locked:
         page.unlock()
     if mm.profile.dirty_at_fault and (dirtied or hook is not None):
@@ -354,7 +355,7 @@ async def wp_page_shared(
     mapping = vma.file.mapping
     page = _file_page(mm, vma, vpn)
     pgoff = page.index
-    hook = page_mkwrite_of(vma.file.vm_ops) if mm.profile.notify else None
+    hook = page_mkwrite_of(vma.vm_ops) if mm.profile.notify else None
     if hook is not None:
         vmf = VmFaultInfo(vma, address & ~PAGE_MASK, pgoff, flags, task)
         tmp = await do_page_mkwrite(mm, vmf, page, hook)

@@ -29,11 +29,13 @@ def size_in_pages(i_size: int) -> int:
 
 async def filemap_fault(vmf: VmFaultInfo) -> VmFault:
     """Find or read page ``vmf.pgoff``; return it locked (kernel ``filemap_fault``)."""
-    file = vmf.file
-    mapping = file.mapping
+    file = vmf.vma.file
+    assert file is not None
+    mapping = vmf.vma.mapping
+    assert mapping is not None
     pgoff = vmf.pgoff
     while True:
-        if pgoff >= size_in_pages(file.i_size):
+        if pgoff >= (file.i_size + PAGE_MASK) >> PAGE_SHIFT:
             return VmFault.SIGBUS
         page = mapping.pages.get(pgoff)
         major = False
@@ -42,9 +44,9 @@ async def filemap_fault(vmf: VmFaultInfo) -> VmFault:
             major = True
         if not page.trylock():
             await page.lock()
-        if page.mapping is not mapping:  # truncated while we slept: look again
-            page.unlock()
-            continue
+            if page.mapping is not mapping:  # truncated while we slept: look again
+                page.unlock()
+                continue
         if not page.uptodate:
             try:
                 await file.a_ops.readpage(page)
@@ -52,9 +54,9 @@ async def filemap_fault(vmf: VmFaultInfo) -> VmFault:
                 page.unlock()
                 return VmFault.SIGBUS
             major = True
-        if pgoff >= size_in_pages(file.i_size):  # truncate raced with the read
-            page.unlock()
-            return VmFault.SIGBUS
+            if pgoff >= size_in_pages(file.i_size) or page.mapping is not mapping:
+                page.unlock()  # truncate raced with the read
+                continue
         vmf.page = page
         return _LOCKED_MAJOR if major else _LOCKED
 

@@ -278,7 +278,7 @@ class MM:
             self._remove(vma)
             closing.append(vma)
         for vma in closing:
-            close = getattr(vma.file.vm_ops, "close", None) if vma.file is not None else None
+            close = getattr(vma.vm_ops, "close", None)
             if close is not None:
                 await close(vma)
 

@@ -200,12 +200,15 @@ class Process:
             self._vma = vma
         return vma
 
-    def _page_data(self, vpn: int, bits: int, addr: int) -> bytearray | bytes:
+    def _page_buffer(self, vpn: int, bits: int, addr: int) -> bytearray | bytes:
+        """The memory a present PTE maps (what the TLB would hand the CPU)."""
         if bits & _ANON:
             return self.mm.anon[vpn].data
         if bits & _ZERO:
             return zero_page()
-        vma = self._vma_for(addr)
+        vma = self._vma
+        if vma is None or vma.mm is not self.mm or not vma.start <= addr < vma.end:
+            vma = self._vma_for(addr)
         page = vma.mapping.pages.get(vma.pgoff + vpn - (vma.start >> PAGE_SHIFT))  # type: ignore[union-attr]
         if page is None:
             raise RuntimeError(f"BUG: PTE at {addr:#x} maps a page not in the page cache")
@@ -213,8 +216,13 @@ class Process:
 
     async def store(self, addr: int, data: bytes | bytearray | memoryview) -> int:
         """Store ``data`` at ``addr``; return the bytes stored (all, unless abandoned)."""
-        self._check_alive()
-        src = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        if not self.alive:
+            raise ProcessExited(f"process {self.pid} has exited")
+        # one page or less of bytes: use it as is; else a zero-copy view to slice
+        if type(data) is bytes and len(data) <= PAGE_SIZE:
+            src: bytes | memoryview = data
+        else:
+            src = memoryview(data).cast("B")
         n = len(src)
         ptes = self.mm.ptes
         pos = 0
@@ -227,27 +235,26 @@ class Process:
                 if bits & _DY != _DY:
                     ptes[vpn] = bits | _DY
                 off = a & PAGE_MASK
-                end = min(PAGE_SIZE, off + n - pos)
-                self._page_data(vpn, bits, a)[off:end] = src[pos : pos + end - off]  # type: ignore[index]
-                pos += end - off
+                chunk = n - pos if n - pos <= PAGE_SIZE - off else PAGE_SIZE - off
+                buf = self._page_buffer(vpn, bits, a)
+                if chunk == n:
+                    buf[off : off + n] = src  # type: ignore[index]
+                else:
+                    buf[off : off + chunk] = src[pos : pos + chunk]  # type: ignore[index]
+                pos += chunk
                 stuck = 0
                 continue
             stuck += 1
-            if stuck > 1 or self._faults & _RESCHED_MASK == _RESCHED_MASK:
-                if not await self._fault(a, True, stuck):
-                    return pos
-                continue
-            self._faults += 1
-            info = await do_user_addr_fault(self.mm, a, True, self)
-            if info is not None and not await self._deliver(info):
+            if not await self._fault(a, True, stuck):
                 return pos
         return pos
 
     async def load(self, addr: int, length: int) -> bytes:
         """Load ``length`` bytes from ``addr`` (fewer only if a handler abandoned it)."""
-        self._check_alive()
+        if not self.alive:
+            raise ProcessExited(f"process {self.pid} has exited")
         ptes = self.mm.ptes
-        out = bytearray()
+        out: bytes | bytearray = b""
         pos = 0
         stuck = 0
         while pos < length:
@@ -258,9 +265,14 @@ class Process:
                 if not bits & _YOUNG:
                     ptes[vpn] = bits | _YOUNG
                 off = a & PAGE_MASK
-                end = min(PAGE_SIZE, off + length - pos)
-                out += self._page_data(vpn, bits, a)[off:end]
-                pos += end - off
+                chunk = length - pos if length - pos <= PAGE_SIZE - off else PAGE_SIZE - off
+                piece = self._page_buffer(vpn, bits, a)[off : off + chunk]
+                if chunk == length:
+                    return bytes(piece)
+                if pos == 0:
+                    out = bytearray()
+                out += piece  # type: ignore[operator]
+                pos += chunk
                 stuck = 0
                 continue
             stuck += 1
@@ -273,7 +285,7 @@ class Process:
         if stuck > _LIVELOCK:
             raise RuntimeError(f"livelock: {stuck} faults at {addr:#x} without progress")
         self._faults += 1
-        if self._faults & _RESCHED_MASK == 0:
+        if self._faults & _RESCHED_MASK == 0:  # cond_resched: let other tasks run
             await trio.lowlevel.checkpoint()
         info = await do_user_addr_fault(self.mm, addr, write, self)
         if info is None:
@@ -282,7 +294,11 @@ class Process:
 
     async def _deliver(self, info: SigInfo) -> bool:
         handler = self.handlers.get(info.signo) if info.signo != SIGKILL else None
-        if handler is None:
+        if handler is None:  # default action: the whole thread group dies
+            for task in self.sim.processes:
+                if task.mm is self.mm and task.alive and task is not self:
+                    task.killed_by = info
+                    await task.exit()
             self.killed_by = info
             await self.exit()
             raise SimSignal(info)
@@ -318,7 +334,7 @@ class Process:
                 ptes[vpn] = bits | _DY
                 off = a & PAGE_MASK
                 end = min(PAGE_SIZE, off + len(src) - pos)
-                self._page_data(vpn, bits, a)[off:end] = src[pos : pos + end - off]  # type: ignore[index]
+                self._page_buffer(vpn, bits, a)[off:end] = src[pos : pos + end - off]  # type: ignore[index]
                 pos += end - off
                 continue
             if await do_user_addr_fault(self.mm, a, True, self, user=False) is not None:

@@ -57,13 +57,15 @@ def prot_to_flags(prot: Prot) -> VmFlags:
     return flags
 
 
-def vma_wants_writenotify(flags: VmFlags, file: MappedFile | None, profile: Profile) -> bool:
+def vma_wants_writenotify(
+    flags: VmFlags, file: MappedFile | None, profile: Profile, vm_ops: object = None
+) -> bool:
     """Must new PTEs of a VMA with ``flags`` be write-protected to catch the first store?"""
     if not profile.notify or file is None:
         return False
     if not (flags & VmFlags.SHARED and flags & VmFlags.WRITE):
         return False
-    if page_mkwrite_of(file.vm_ops) is not None:
+    if page_mkwrite_of(vm_ops if vm_ops is not None else file.vm_ops) is not None:
         return True
     return profile.notify_dirty_accounting and bool(file.accounts_dirty)
 
@@ -83,6 +85,7 @@ class Vma:
         "vm_flags",
         "vm_maywrite",
         "vm_shared",
+        "vm_ops",
         "vm_write",
         "writenotify",
     )
@@ -96,6 +99,8 @@ class Vma:
         self.pgoff = pgoff
         self.file = file
         self.mapping = file.mapping if file is not None else None
+        # kernel: the file's ->mmap sets vma->vm_ops once; faults use the VMA's copy
+        self.vm_ops = file.vm_ops if file is not None else None
         self.vm_flags = flags
         self.vm_write = self.vm_shared = self.vm_access = self.vm_maywrite = False
         self.writenotify = False
@@ -111,7 +116,7 @@ class Vma:
         self.vm_shared = bool(flags & VmFlags.SHARED)
         self.vm_access = bool(flags & ACCESS)
         self.vm_maywrite = bool(flags & VmFlags.MAYWRITE)
-        self.writenotify = vma_wants_writenotify(flags, self.file, profile)
+        self.writenotify = vma_wants_writenotify(flags, self.file, profile, self.vm_ops)
 
     @property
     def anonymous(self) -> bool:

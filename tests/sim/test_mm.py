@@ -219,3 +219,17 @@ async def test_threads_share_the_mm() -> None:
     assert await proc.load(addr, 1) == b"t"
     await thread.exit()
     assert proc.mm.vmas  # the process still has its mm
+
+
+async def test_fatal_signal_kills_every_thread() -> None:
+    from sim_mmu import SimSignal
+
+    _, proc, inode, _, addr = await mapped(1)
+    thread = proc.clone_thread()
+    await thread.store(addr, b"kept")
+    inode.truncate(0)
+    with pytest.raises(SimSignal):
+        await thread.load(addr, 1)
+    assert not proc.alive
+    assert proc.killed_by == thread.killed_by
+    assert proc.mm.vmas == []
