@@ -273,3 +273,22 @@ def test_long_names(workdir: Path) -> None:
     (workdir / ("n" * 255)).write_bytes(b"")
     with raises_errno(errno.ENAMETOOLONG):
         (workdir / ("n" * 256)).write_bytes(b"")
+
+
+def test_inodes_come_back_after_readdirplus_and_unlink(workdir: Path) -> None:
+    # Every entry READDIRPLUS hands the kernel is a lookup the kernel will FORGET; the
+    # inode of an unlinked file is freed only when those counts reach zero. Counting an
+    # entry the kernel refused (a full reply buffer, several times in 300 entries)
+    # would leak the inode: f_ffree would never come back.
+    ffree = os.statvfs(workdir).f_ffree
+    names = [f"f{i}" for i in range(300)]
+    for name in names:
+        (workdir / name).write_bytes(b"x")
+    assert os.statvfs(workdir).f_ffree == ffree - 300
+    for _ in range(3):
+        assert sorted(os.listdir(workdir)) == sorted(names)
+        with os.scandir(workdir) as entries:
+            assert all(e.stat().st_size == 1 for e in entries)
+    for name in names:
+        (workdir / name).unlink()
+    wait_until(lambda: os.statvfs(workdir).f_ffree == ffree, "every inode freed")
