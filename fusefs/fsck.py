@@ -8,13 +8,16 @@ AssertionError on the first violation:
   also allocated; no page cached wholly past EOF;
 * the pool's allocated and reserved counters equal the sums over live files, so no
   block is leaked or counted twice;
-* every directory entry names a live inode; a directory's nlink is 2 + subdirectories;
+* every directory entry names a live inode; a directory has one name (none once
+  removed), its ".." is the directory naming it, and its nlink is 2 + subdirectories;
   a non-directory's nlink is the number of entries naming it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from .inode import ROOT_INO
 
 if TYPE_CHECKING:
     from .core import Filesystem
@@ -37,13 +40,19 @@ def check_filesystem(fs: Filesystem) -> None:
                 if child is None:
                     raise AssertionError(f"{inode!r} names missing inode {ino}")
                 names[ino] = names.get(ino, 0) + 1
-                subdirs += child.is_dir
+                if child.dir is not None:
+                    subdirs += 1
+                    if child.dir.parent != inode.ino:
+                        raise AssertionError(f"{child!r}'s '..' is not {inode!r}")
             want = 2 + subdirs if inode.nlink else 0
             if inode.nlink != want:
                 raise AssertionError(f"{inode!r} should have nlink {want}")
     for inode in fs.inodes.values():
-        if not inode.is_dir and inode.nlink != names.get(inode.ino, 0):
-            raise AssertionError(f"{inode!r} has {names.get(inode.ino, 0)} names")
+        named = names.get(inode.ino, 0)
+        if inode.is_dir and inode.ino != ROOT_INO and named != (1 if inode.nlink else 0):
+            raise AssertionError(f"directory {inode!r} has {named} names")
+        if not inode.is_dir and inode.nlink != named:
+            raise AssertionError(f"{inode!r} has {named} names")
     if (allocated, reserved) != (fs.space.allocated, fs.space.reserved):
         raise AssertionError(
             f"files hold {allocated} allocated + {reserved} reserved blocks,"
