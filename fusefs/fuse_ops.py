@@ -42,7 +42,7 @@ import logging
 import math
 import os
 import reprlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -61,7 +61,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def _boundary(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Let only FUSEError leave a handler: FsError keeps its errno, a bug becomes EIO."""
 
     @functools.wraps(fn)

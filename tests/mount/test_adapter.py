@@ -19,7 +19,6 @@ from types import SimpleNamespace
 import pyfuse3
 import pytest
 
-from fusefs import fuse_ops
 from fusefs.core import ROOT_INO, Filesystem
 from fusefs.fuse_ops import ATTR_TIMEOUT, ENTRY_TIMEOUT, Operations
 
@@ -137,7 +136,7 @@ async def test_invalidations_are_queued_deduped_and_sent_from_a_thread(
         assert threading.get_ident() != loop_thread  # never inline in the request loop
         sent.append((ino, attr_only))
 
-    monkeypatch.setattr(fuse_ops.pyfuse3, "invalidate_inode", fake_invalidate)
+    monkeypatch.setattr(pyfuse3, "invalidate_inode", fake_invalidate)
     assert ops.fs.on_invalidate == ops.invalidator.notify
     for ino in (5, 5, 7, 5):
         ops.fs.on_invalidate(ino)  # the core calls this; it must not block or raise
