@@ -15,6 +15,7 @@ message to the waiting parent through a pipe; the parent exits 0 or 2 accordingl
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -62,6 +63,11 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+
+# Modules that register more subcommands with @command when imported (one module per
+# tool, e.g. "fusefs.fsck"); imported lazily by build_parser, so that a broken or slow
+# module costs nothing to the commands that do not need it until the parser is built.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def command(
@@ -401,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A size-limited in-memory FUSE filesystem that makes page_mkwrite() "
         "and ENOSPC visible.",
     )
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
