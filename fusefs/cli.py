@@ -64,9 +64,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {}
 
-# Modules that register more subcommands with @command when imported (one module per
-# tool, e.g. "fusefs.fsck"); imported lazily by build_parser, so that a broken or slow
-# module costs nothing to the commands that do not need it until the parser is built.
+# Modules that register more subcommands with @command when imported, one module per
+# tool (e.g. "fusefs.fsck"); build_parser imports them.
 COMMAND_MODULES: tuple[str, ...] = ()
 
 
