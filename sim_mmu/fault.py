@@ -287,12 +287,10 @@ async def fault_dirty_shared_page(
     file = vma.file
     assert file is not None
     assert vma.mapping is not None
-    dirtied = False
-    if mm.profile.dirty_at_fault:
-        dirtied = vma.mapping.set_page_dirty(page)
+    dirtied = mm.profile.dirty_at_fault and vma.mapping.set_page_dirty(page)
     if locked:
         page.unlock()
-    if mm.profile.dirty_at_fault and (dirtied or hook is not None):
+    if dirtied or (hook is not None and mm.profile.dirty_at_fault):
         balance = getattr(file, "balance_dirty_pages_ratelimited", None)
         if balance is not None:
             await balance()

@@ -78,7 +78,8 @@ class MemVmOpsMkwrite(MemVmOps):
             await trio.sleep(inode.mkwrite_sleep)
         if inode.mkwrite_result is not None:
             return inode.mkwrite_result
-        await page.lock()
+        if not page.trylock():
+            await page.lock()
         if page.mapping is not inode.mapping or page.index >= size_in_pages(inode.size):
             page.unlock()
             return VmFault.NOPAGE
