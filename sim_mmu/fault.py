@@ -308,11 +308,11 @@ async def do_wp_page(
     if bits & ZERO:
         return wp_page_copy(mm, vma, address, vpn, bits, None)
     if bits & ANON:  # anonymous pages first, never passed to the filesystem
-        page = mm.anon[vpn]
-        if page.mapcount == 1:
+        anon = mm.anon[vpn]
+        if anon.mapcount == 1:
             mm.ptes[vpn] = bits | YOUNG | DIRTY | (WRITE if vma.vm_write else 0)
             return WRITE_F
-        return wp_page_copy(mm, vma, address, vpn, bits, page.data)
+        return wp_page_copy(mm, vma, address, vpn, bits, anon.data)
     if vma.vm_shared and (vma.vm_write or mm.profile.gup_force is GupForce.DRAFT):
         return await wp_page_shared(mm, vma, address, vpn, bits, flags, task)
     assert vma.mapping is not None

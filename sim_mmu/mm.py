@@ -179,8 +179,7 @@ class MM:
             if bits & P.ANON:
                 if not even_cows:
                     continue
-                page = anon.pop(vpn)
-                page.mapcount -= 1
+                anon.pop(vpn).mapcount -= 1
             elif bits & P.DIRTY and mapping is not None:
                 page = mapping.pages.get(vpn - base)
                 if page is not None:

@@ -271,7 +271,7 @@ class Process:
                     return bytes(piece)
                 if pos == 0:
                     out = bytearray()
-                out += piece  # type: ignore[operator]
+                out += piece
                 pos += chunk
                 stuck = 0
                 continue

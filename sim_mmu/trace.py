@@ -56,11 +56,44 @@ class Statistics:
 class Counters:
     """The live counters (one per simulation); see ``Statistics`` for meanings."""
 
-    __slots__ = tuple(f.name for f in dataclasses.fields(Statistics))
+    __slots__ = (
+        "cow_copies",
+        "faults",
+        "gup_calls",
+        "major_faults",
+        "minor_faults",
+        "mkclean",
+        "mkwrite_calls",
+        "mkwrite_nopage",
+        "mkwrite_ok",
+        "mkwrite_oom",
+        "mkwrite_retry",
+        "mkwrite_sigbus",
+        "oom_kills",
+        "pte_changed",
+        "sigbus",
+        "sigsegv",
+        "wp_faults",
+    )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.faults = 0
+        self.minor_faults = 0
+        self.major_faults = 0
+        self.wp_faults = 0
+        self.mkwrite_calls = 0
+        self.mkwrite_ok = 0
+        self.mkwrite_sigbus = 0
+        self.mkwrite_nopage = 0
+        self.mkwrite_oom = 0
+        self.mkwrite_retry = 0
+        self.pte_changed = 0
+        self.cow_copies = 0
+        self.sigbus = 0
+        self.sigsegv = 0
+        self.oom_kills = 0
+        self.mkclean = 0
+        self.gup_calls = 0
 
     def snapshot(self) -> Statistics:
         return Statistics(**{name: getattr(self, name) for name in self.__slots__})
