@@ -19,6 +19,9 @@ Shape (all methods that can block are ``async``):
   ``VmFault(0)`` (the core locks it and re-checks ``mapping``), ``NOPAGE`` (truncated:
   retry the access from scratch), ``SIGBUS`` (ENOSPC, EIO...), ``OOM`` or ``RETRY``.
 * ``VmOperations.close(vma)`` is optional and async (kernel ``->close``; FUSE writes back).
+  ``mmap`` copies ``file.vm_ops`` into the VMA once (``vma.vm_ops``), as the kernel does;
+  the hook itself is looked up on that object at each fault.  A hook that needs the era
+  finds it in ``vmf.vma.mm.profile``; the faulting task is ``vmf.task``.
 * ``AddressSpaceOperations.readpage(page)`` fills ``page.data`` and sets ``uptodate``;
   ``writepage(page)`` writes a locked-then-unlocked page under PG_writeback.  Both raise
   ``SimError(errno)`` on I/O error.
