@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fusefs.cli import find_mount
+
 MKWRITEFS = [sys.executable, "-m", "fusefs.cli"]
 
 
@@ -108,18 +110,33 @@ def main(argv: list[str] | None = None) -> int:
         try:
             demo(mnt, args.size)
         finally:
-            if os.path.ismount(mnt) or _dead_mount(mnt):
-                say("Unmount (mkwritefs umount waits until the server has exited).")
-                mkwritefs("umount", str(mnt), check=False)
+            if find_mount(str(mnt)) is not None:
+                _unmount(mnt)
     say("Done.")
     return 0
 
 
-def _dead_mount(mnt: Path) -> bool:
-    from fusefs.cli import find_mount
-
-    return find_mount(str(mnt)) is not None
+def _unmount(mnt: Path) -> None:
+    """Unmount, even when stdout is gone (`scripts/demo | head`) or a step failed."""
+    try:
+        say("Unmount (mkwritefs umount waits until the server has exited).")
+        print(f"  $ mkwritefs umount {mnt}")
+    except OSError:
+        pass  # a closed pipe: unmount all the same
+    result = subprocess.run([*MKWRITEFS, "umount", str(mnt)], capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, check=False)
+    try:
+        for line in (result.stdout + result.stderr).splitlines():
+            print(f"    {line}")
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the reader went away (`| head`): the mount is already gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
