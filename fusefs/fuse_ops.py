@@ -26,9 +26,10 @@ does own is the shape of the conversation with the kernel's FUSE driver:
   kernel acknowledges write(2) before we see the data, and ENOSPC surfaces only at
   fsync or never.
 
-pyfuse3 3.5 has no fallocate handler (its low-level ops table leaves it NULL), so the
-kernel answers fallocate(2) on the mount with EOPNOTSUPP and glibc's posix_fallocate
-falls back to writing zeros. `Filesystem.fallocate` is reachable in-process only.
+fallocate(2) reaches `Filesystem.fallocate` through `Operations.fallocate`, a handler
+stock pyfuse3 3.5 lacks: scripts/setup builds pyfuse3 with patches/ adding it. Without
+the patch the handler is never called, the kernel answers EOPNOTSUPP, and glibc's
+posix_fallocate falls back to writing zeros (no KEEP_SIZE, no PUNCH_HOLE).
 
 The session functions at the bottom (`session_init`, `session_main`, ...) let
 `fusefs.mount` run the lifecycle without importing pyfuse3 itself.
@@ -303,6 +304,12 @@ class Operations(pyfuse3.Operations):
     @_boundary
     async def release(self, fh: int) -> None:
         await self.fs.release(fh)
+
+    @_boundary
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        # The kernel has checked the mode (PUNCH_HOLE needs KEEP_SIZE), and after a
+        # success it updates i_size itself and drops its cached pages of a punched hole.
+        await self.fs.fallocate(fh, mode, offset, length)
 
     # -- directories ------------------------------------------------------------------
 

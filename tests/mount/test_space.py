@@ -9,15 +9,17 @@ acknowledged reads back. Freed space returns at once.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pyfuse3
 import pytest
 
 from .conftest import Server
-from .support import BLOCK, wait_until
+from .support import BLOCK, FALLOC_FL_KEEP_SIZE, fallocate, wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -146,3 +148,34 @@ def test_writeback_cache_acknowledges_first_and_fails_at_fsync(
     fig = figures(mnt)
     assert fig["free_blocks"] == 0
     assert fig["allocated_blocks"] + fig["reserved_blocks"] == capacity  # never over-committed
+
+
+def test_fallocated_space_survives_a_full_filesystem(
+    mount_factory: Callable[..., Server],
+) -> None:
+    # The point of fallocate: once it succeeded, writes and mapped stores into the
+    # range cannot fail for space, however full the filesystem gets meanwhile.
+    assert hasattr(pyfuse3.Operations, "fallocate"), "run scripts/setup (pyfuse3 patch)"
+    mnt = Path(mount_factory(size="64k").mountpoint)  # 16 blocks
+    keep = os.open(mnt / "kept", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fallocate(keep, FALLOC_FL_KEEP_SIZE, 0, 4 * BLOCK)
+        os.posix_fallocate(keep, 4 * BLOCK, 2 * BLOCK)  # mode 0: the size grows
+        assert os.fstat(keep).st_size == 6 * BLOCK
+        fd = os.open(mnt / "filler", os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            _acknowledged, error = fill(fd, b"f" * BLOCK)
+        finally:
+            os.close(fd)
+        assert error.errno == errno.ENOSPC
+        assert os.statvfs(mnt).f_bfree == 0
+        assert os.pwrite(keep, b"k" * (3 * BLOCK), 0) == 3 * BLOCK
+        with mmap.mmap(keep, 6 * BLOCK, mmap.MAP_SHARED,
+                       mmap.PROT_READ | mmap.PROT_WRITE) as m:
+            m[5 * BLOCK : 5 * BLOCK + 4] = b"mmap"
+            m.flush()  # writeback finds the blocks fallocate promised
+        os.posix_fadvise(keep, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(keep, 3 * BLOCK, 0) == b"k" * (3 * BLOCK)
+        assert os.pread(keep, 4, 5 * BLOCK) == b"mmap"
+    finally:
+        os.close(keep)
