@@ -97,6 +97,25 @@ class Runner:
         os.pwrite(self.fds["rw"], bytes.fromhex(hexdata), offset)
         return "ok"
 
+    def do_procmem_write(self, at: int, hexdata: str) -> str:
+        """A forced write through /proc/self/mem (get_user_pages with FOLL_FORCE)."""
+        fd = os.open("/proc/self/mem", os.O_RDWR)
+        try:
+            return f"wrote {os.pwrite(fd, bytes.fromhex(hexdata), self.base + at)}"
+        except OSError as e:
+            return f"errno {e.errno}"
+        finally:
+            os.close(fd)
+
+    def do_procmem_read(self, at: int, n: int) -> str:
+        fd = os.open("/proc/self/mem", os.O_RDONLY)
+        try:
+            return os.pread(fd, n, self.base + at).hex()
+        except OSError as e:
+            return f"errno {e.errno}"
+        finally:
+            os.close(fd)
+
     def do_fork(self, ops: list) -> object:
         r, w = os.pipe()
         pid = os.fork()

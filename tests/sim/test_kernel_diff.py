@@ -13,6 +13,7 @@ place mappings with MAP_FIXED and both sides see the same layout.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -123,6 +124,16 @@ class SimRunner:
     async def do_pwrite(self, offset: int, hexdata: str) -> str:
         self.inode.write(offset, bytes.fromhex(hexdata))
         return "ok"
+
+    async def do_procmem_write(self, at: int, hexdata: str) -> str:
+        data = bytes.fromhex(hexdata)
+        n = await self.proc.access_process_vm(self.base + at, data, write=True, force=True)
+        return f"wrote {n}" if n else f"errno {errno.EIO}"  # mem_rw: nothing copied ⇒ EIO
+
+    async def do_procmem_read(self, at: int, n: int) -> str:
+        got = await self.proc.access_process_vm(self.base + at, n, write=False, force=True)
+        assert isinstance(got, bytes)
+        return got.hex() if got else f"errno {errno.EIO}"
 
     async def do_fork(self, ops: list) -> object:
         child = await self.proc.fork()
@@ -264,6 +275,21 @@ PROGRAMS: dict[str, tuple[bytes, list]] = {
             ["load", 0, 2],
             ["pwrite", 0, hx(b"NEW")],
             ["load", 0, 3],
+        ],
+    ),
+    "forced writes through /proc/self/mem (rows 27, 28)": (
+        b"m" * (2 * P),
+        [
+            ["mmap", 0, P, "r", "shared", 0, "rw"],
+            ["mmap", 2 * P, P, "r", "private", P, "rw"],
+            ["mmap", 4 * P, P, "r", "shared", 0, "ro"],
+            ["procmem_write", 0, hx(b"POKE")],
+            ["load", 0, 4],
+            ["procmem_write", 2 * P, hx(b"POKE")],
+            ["load", 2 * P, 4],
+            ["procmem_write", 4 * P, hx(b"POKE")],
+            ["procmem_read", 2 * P, 4],
+            ["procmem_read", 6 * P, 4],
         ],
     ),
     "argument errors": (
