@@ -15,7 +15,7 @@ unmounted in `finally`):
 
 Prints each figure and the mkwritefs/tmpfs ratio; `--json` prints one object with
 seq_write_ratio, seq_read_ratio, mmap_fault_ratio, creates_ratio and the raw figures.
-Each figure is the best of `--repeat` runs (default 3), alternating between the two
+Each figure is the best of `--repeat` runs (default 5), alternating between the two
 filesystems run by run, to keep noise from other load out of the ratios.
 """
 
@@ -179,7 +179,7 @@ ROWS = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best counts)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (best counts)")
     args = parser.parse_args(argv)
     with tmpfs_mount() as tmpfs_dir, mkwritefs_mount() as ours_dir:
         figures = measure(ours_dir, tmpfs_dir, repeat=args.repeat)
