@@ -38,11 +38,13 @@ import trio
 from . import introspect, xattrs
 from .directory import NAME_MAX, Directory, check_name, check_new_name
 from .errors import FsError
-from .filedata import FileData
+from .filedata import FileData, VmCounters
 from .fsck import check_filesystem
 from .inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode, StatFs
+from .policy import DEFAULT_POLICY, Policy, parse_policy
 from .rename import RENAME_EXCHANGE, RENAME_NOREPLACE, rename_entry
 from .space import BLOCK_SIZE, BlockPool, SpaceStats
+from .vm import BackingCache, SimFile
 
 __all__ = [
     "FALLOC_FL_KEEP_SIZE",
@@ -57,8 +59,11 @@ __all__ = [
     "Ctx",
     "Filesystem",
     "FsError",
+    "Policy",
+    "SimFile",
     "SpaceStats",
     "StatFs",
+    "VmStats",
 ]
 
 XATTR_CREATE = xattrs.XATTR_CREATE
@@ -81,8 +86,27 @@ class OpenFile:
         return (self.flags & os.O_ACCMODE) != os.O_RDONLY
 
 
+@dataclass(frozen=True, slots=True)
+class VmStats:
+    """The write-notification figures of a filesystem (totals over every file ever)."""
+
+    policy: str
+    mkwrite_calls: int
+    sigbus: int
+    writeback_errors: int
+    lost_bytes: int
+
+
 class Filesystem:
-    """One mounted filesystem (a ``super_block``)."""
+    """One mounted filesystem (a ``super_block``).
+
+    Write notification: ``policy`` (see :mod:`fusefs.policy`) governs files mapped by
+    simulated processes (:meth:`open_file`, :meth:`open_path`); ``writeback_interval``
+    and ``dirty_expire`` drive the flusher; ``mkwrite_latency`` is the virtual time a
+    ``page_mkwrite`` sleeps before locking its page (journal start, etc.),
+    ``writeback_latency`` the time one batch of writeback I/O takes, and
+    ``cache_write_latency`` the backing cache's write time (``cache`` policy).
+    """
 
     root_ino = ROOT_INO
 
@@ -94,8 +118,24 @@ class Filesystem:
         gid: int | None = None,
         max_inodes: int | None = None,
         clock: Callable[[], int] = time.time_ns,
+        policy: Policy | str = DEFAULT_POLICY,
+        writeback_interval: float = 5.0,
+        dirty_expire: float = 30.0,
+        mkwrite_latency: float = 0.0,
+        writeback_latency: float = 0.0,
+        cache_write_latency: float = 0.005,
     ) -> None:
         self.space: BlockPool = BlockPool(capacity_blocks)
+        self.policy: Policy = parse_policy(policy)
+        self.writeback_interval = 5.0
+        self.dirty_expire = 30.0
+        self._flusher_kick = trio.Event()
+        self.set_flusher(interval=writeback_interval, expire=dirty_expire)
+        self.mkwrite_latency = mkwrite_latency
+        self.writeback_latency = writeback_latency
+        self.cache = BackingCache(cache_write_latency)
+        self.vm_totals = VmCounters()
+        self._mapped_writers: set[int] = set()
         self.max_inodes = max_inodes if max_inodes is not None else max(capacity_blocks, 1 << 16)
         self.clock = clock
         self.on_invalidate: Callable[[int], None] | None = None
@@ -150,6 +190,8 @@ class Filesystem:
         if inode.is_reg:
             inode.data = FileData(self.space, host=inode.ino)
             inode.data.on_invalidate = partial(self._invalidate, inode.ino)
+            inode.data.totals = self.vm_totals
+            inode.data.io_latency = self.writeback_latency
         self.inodes[inode.ino] = inode
         return inode
 
@@ -164,6 +206,8 @@ class Filesystem:
         if inode.ino != ROOT_INO and inode.freeable and self.inodes.get(inode.ino) is inode:
             if inode.data is not None:
                 inode.data.evict()
+                self.cache.forget(inode.ino)
+                self._mapped_writers.discard(inode.ino)
             del self.inodes[inode.ino]
 
     def _invalidate(self, ino: int) -> None:
@@ -417,7 +461,14 @@ class Filesystem:
         data = of.inode.data
         assert data is not None
         await data.writeback()
-        err, of.wb_err_since = data.mapping.wb_err.check_and_advance(of.wb_err_since)
+        self.check_wb_error(fh)
+
+    def check_wb_error(self, fh: int) -> None:
+        """Report a writeback error once per open file (``file_check_and_advance_wb_err``)."""
+        of = self._handle(fh)
+        assert of.inode.data is not None
+        wb_err = of.inode.data.mapping.wb_err
+        err, of.wb_err_since = wb_err.check_and_advance(of.wb_err_since)
         if err:
             raise FsError(err, "writeback failed")
 
@@ -537,32 +588,172 @@ class Filesystem:
             if inode.data is not None and inode.data.mapping.dirty_tag:
                 await inode.data.writeback()
 
+    def set_flusher(self, *, interval: float | None = None, expire: float | None = None) -> None:
+        """Set the flusher's period and the age at which dirty data is written (seconds;
+        kernel ``dirty_writeback_centisecs``/``dirty_expire_centisecs``); EINVAL for a
+        value that is not a positive period or a non-negative age, changing nothing."""
+        if interval is not None and not interval > 0:
+            raise FsError(errno.EINVAL, f"writeback interval {interval} is not positive")
+        if expire is not None and not expire >= 0:
+            raise FsError(errno.EINVAL, f"dirty expire {expire} is negative")
+        if interval is not None:
+            self.writeback_interval = float(interval)
+        if expire is not None:
+            self.dirty_expire = float(expire)
+        self._flusher_kick.set()  # a sleeping flusher starts its new period now
+
     async def run_flusher(
         self,
         *,
-        interval: float = 5.0,
-        expire: float = 30.0,
+        interval: float | None = None,
+        expire: float | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Every ``interval`` s, write back files dirty for ``expire`` s or longer.
+        """Every ``writeback_interval`` s, write back files dirty for ``dirty_expire`` s
+        or longer, and tell the mount about stores through mappings.
 
         Kernel: the flusher's periodic ``wb_writeback`` with ``dirty_writeback_centisecs``
-        and ``dirty_expire_centisecs`` (5 s and 30 s by default).
+        and ``dirty_expire_centisecs`` (5 s and 30 s by default).  Arguments given here
+        set the filesystem's values; later changes (``set_flusher``, the root's
+        ``user.mkwritefs.writeback_interval``/``dirty_expire``) apply at once.
         """
+        if interval is not None or expire is not None:
+            self.set_flusher(interval=interval, expire=expire)
         task_status.started()
         while True:
-            await trio.sleep(interval)
-            now = trio.current_time()
-            for inode in list(self.inodes.values()):
-                data = inode.data
-                if data is None:
-                    continue
-                if not data.mapping.dirty_tag:  # cleaned by truncate or fsync meanwhile
-                    data.dirtied_when = None
-                elif data.dirtied_when is None:  # dirtied behind our back: start the clock
-                    data.dirtied_when = now
-                elif now - data.dirtied_when >= expire:
+            self._flusher_kick = trio.Event()
+            with trio.move_on_after(self.writeback_interval):
+                await self._flusher_kick.wait()
+                continue  # settings changed: sleep the new period from now
+            self.notify_mapped_stores()
+            await self._write_expired(trio.current_time())
+
+    async def _write_expired(self, now: float) -> None:
+        expire = self.dirty_expire
+        for inode in list(self.inodes.values()):
+            data = inode.data
+            if data is None:
+                continue
+            if not data.mapping.dirty_tag:  # cleaned by truncate or fsync meanwhile
+                data.dirtied_when = None
+            elif data.dirtied_when is None:  # dirtied behind our back: start the clock
+                data.dirtied_when = now
+                if expire == 0:
                     await data.writeback()
+            elif now - data.dirtied_when >= expire:
+                await data.writeback()
+
+    # -- write notification (the vm operations live in fusefs.vm) -----------------------
+    def set_policy(self, policy: Policy | str, ino: int | None = None) -> None:
+        """Set the filesystem's policy, or one file's (``policy=None`` not allowed)."""
+        parsed = parse_policy(policy)
+        if ino is None:
+            self.policy = parsed
+        else:
+            self.file_data(ino)
+            self.inode(ino).policy = parsed
+
+    def set_writeback_latency(self, seconds: float) -> None:
+        """Virtual seconds one batch of writeback I/O takes, for every file."""
+        if not seconds >= 0:
+            raise FsError(errno.EINVAL, "negative latency")
+        self.writeback_latency = seconds
+        for inode in self.inodes.values():
+            if inode.data is not None:
+                inode.data.io_latency = seconds
+
+    def open_file(
+        self, ino: int, flags: int = os.O_RDWR, *, policy: Policy | str | None = None
+    ) -> SimFile:
+        """Open regular file ``ino`` for a simulated process (``mmap`` takes the result).
+
+        ``flags``: the access mode (and O_TRUNC) as for ``open(2)``; ``policy``
+        overrides the file's and the filesystem's for mappings of this open file.
+        Close it with ``await f.close()``.
+        """
+        inode = self.inode(ino)
+        if inode.is_dir:
+            raise FsError(errno.EISDIR)
+        if inode.data is None:
+            raise FsError(errno.ENXIO, "not a regular file")
+        chosen = None if policy is None else parse_policy(policy)
+        fh = self.open(ino, flags, Ctx(0, 0, 0))
+        return SimFile(self, inode, fh, flags, chosen)
+
+    def open_path(
+        self,
+        path: bytes | str,
+        flags: int = os.O_RDWR,
+        *,
+        mode: int = 0o644,
+        ctx: Ctx | None = None,
+        policy: Policy | str | None = None,
+    ) -> SimFile:
+        """:meth:`open_file` by absolute path; O_CREAT creates a missing last component."""
+        raw = os.fsencode(path)
+        parts = [p for p in raw.split(b"/") if p]
+        if not raw.startswith(b"/") or not parts:
+            raise FsError(errno.EINVAL, f"not an absolute file path: {raw!r}")
+        ctx = ctx or Ctx(0, 0, 0)
+        parent = ROOT_INO
+        for name in parts[:-1]:
+            _, pdir = self._dir(parent)
+            found = pdir.lookup(name)
+            if found is None:
+                raise FsError(errno.ENOENT, f"no {name!r} in {raw!r}")
+            parent = found
+        _, pdir = self._dir(parent)
+        ino = pdir.lookup(parts[-1])
+        if ino is None:
+            if not flags & os.O_CREAT:
+                raise FsError(errno.ENOENT, f"no {raw!r}")
+            attr = self.mknod(parent, parts[-1], stat.S_IFREG | (mode & 0o7777), 0, ctx)
+            ino = attr.ino
+            self.forget([(ino, 1)])  # no kernel holds a lookup reference to it
+        elif flags & os.O_CREAT and flags & os.O_EXCL:
+            raise FsError(errno.EEXIST)
+        return self.open_file(ino, flags & ~(os.O_CREAT | os.O_EXCL), policy=policy)
+
+    async def retry_alloc(self) -> bool:
+        """After ENOSPC in ``page_mkwrite``: True when forcing writeback freed space, so
+        the caller retries once (kernel ``ext4_should_retry_alloc``, which commits the
+        journal when freed blocks await it).  What writeback frees here: the copy-on-write
+        reservations of overwritten pages (writing the new block frees the old one)."""
+        pending = [i for i in self.inodes.values() if i.data is not None and i.data.cow_reserved]
+        if not pending:
+            return False
+        before = self.space.free
+        for inode in pending:
+            assert inode.data is not None
+            await inode.data.writeback()
+        return self.space.free > before
+
+    def note_mapped_writer(self, ino: int) -> None:
+        """A page of ``ino`` became writable through a shared mapping: stores may follow
+        without any further fault.  Cheap; :meth:`notify_mapped_stores` reports them."""
+        self._mapped_writers.add(ino)
+
+    def notify_mapped_stores(self) -> None:
+        """Tell the mount (``on_invalidate``) that files with writable shared mappings
+        may have changed by stores.  Call after simulated stores (the flusher also does,
+        every interval).  A file stays on the list while a shared writable VMA maps it."""
+        for ino in list(self._mapped_writers):
+            inode = self.inodes.get(ino)
+            if inode is None or inode.data is None:
+                self._mapped_writers.discard(ino)
+                continue
+            self._invalidate(ino)
+            if not any(
+                getattr(v, "vm_shared", False) and getattr(v, "vm_write", False)
+                for v in inode.data.mapping.i_mmap
+            ):
+                self._mapped_writers.discard(ino)
+
+    def vm_statistics(self) -> VmStats:
+        t = self.vm_totals
+        return VmStats(
+            str(self.policy), t.mkwrite_calls, t.sigbus, t.writeback_errors, t.lost_bytes
+        )
 
     # -- fsck ---------------------------------------------------------------------------
     def check(self) -> None:

@@ -10,7 +10,9 @@ This module owns, for one regular file, the mapping from page index to block sta
   that a newer page at the same index made.
 * **allocated** — the index is in ``allocated``: a block holds the data.  The page may
   be cached (the one copy of the data) or not (a block from ``fallocate`` that was never
-  written: it reads as zeros).
+  written: it reads as zeros).  A copy-on-write filesystem (the ``reserve-cow`` policy,
+  btrfs) also reserves a block for a store that *overwrites* an allocated page
+  (``cow_reserved``): writeback then writes the new block and frees the old one.
 
 The data itself lives only in ``mapping`` (a ``sim_mmu`` AddressSpace); there is no
 second copy.  "Writing back" a page therefore moves no bytes: it turns the page's
@@ -22,9 +24,11 @@ kernel's writeback drops data it cannot write.
 Invariants (checked by :meth:`FileData.check`):
 
 * a reserved page is cached in this mapping, is dirty or locked (being dirtied), and its
-  index is not allocated;
-* ``len(allocated)`` and ``len(reserved_pages)`` are this file's share of the pool's
-  allocated and reserved counters;
+  index is not allocated; a ``cow_reserved`` page is the same except that its index *is*
+  allocated;
+* ``len(allocated)`` and ``nr_reserved`` (reserved pages + COW reservations + the
+  reservations a sleeping ``page_mkwrite`` holds, ``inflight_reserved``) are this file's
+  share of the pool's allocated and reserved counters;
 * no page is cached wholly beyond EOF.
 
 Concurrency (one trio loop): ``i_rwsem`` serialises write, truncate (through
@@ -44,6 +48,7 @@ from __future__ import annotations
 import enum
 import errno
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -56,6 +61,20 @@ from .space import BlockPool
 MAX_FILE_SIZE = (1 << 63) - 1
 
 _ZEROS = memoryview(zero_page())
+
+
+@dataclass(slots=True)
+class VmCounters:
+    """What the vm operations and writeback count (per file, and summed per filesystem).
+
+    ``lost_bytes``: bytes of file data a writer was told were stored and that writeback
+    then dropped (no block: the legacy/fuse ENOSPC at writeback).
+    """
+
+    mkwrite_calls: int = 0
+    sigbus: int = 0
+    writeback_errors: int = 0
+    lost_bytes: int = 0
 
 
 class BlockState(enum.Enum):
@@ -77,10 +96,19 @@ class FileData:
         self.dirtied_when: float | None = None
         # Set by the filesystem: called when data changed not through a request.
         self.on_invalidate: Callable[[], None] | None = None
-        # Per-file counters: pages whose writeback failed, and the bytes of file data
-        # (inside EOF) they held, which writers had been told were stored.
-        self.writeback_errors = 0
-        self.lost_bytes = 0
+        # Per-file counters, and the filesystem's totals (shared by every file).
+        self.counters = VmCounters()
+        self.totals = VmCounters()
+        # reserve-cow: overwrites of allocated pages holding a block for the new copy.
+        self.cow_reserved: set[Page] = set()
+        # Reservations a page_mkwrite took before it could lock its page (btrfs order).
+        self.inflight_reserved = 0
+        # Writeback: virtual seconds one batch of page I/O takes (PG_writeback that long),
+        # an injected I/O error (errno, pages left to fail) and an optional log of what
+        # each page write sent to the store: (index, bytes), for tests and the demo.
+        self.io_latency = 0.0
+        self._inject: tuple[int, int] = (0, 0)
+        self.writeback_log: list[tuple[int, bytes]] | None = None
         # i_rwsem: write, truncate and fallocate of one file run one at a time.
         self.i_rwsem = trio.Lock()
 
@@ -97,7 +125,20 @@ class FileData:
 
     @property
     def nr_reserved(self) -> int:
-        return len(self.reserved_pages)
+        return len(self.reserved_pages) + len(self.cow_reserved) + self.inflight_reserved
+
+    @property
+    def writeback_errors(self) -> int:
+        return self.counters.writeback_errors
+
+    @property
+    def lost_bytes(self) -> int:
+        return self.counters.lost_bytes
+
+    def count(self, field: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``field`` of this file and of the filesystem's totals."""
+        setattr(self.counters, field, getattr(self.counters, field) + n)
+        setattr(self.totals, field, getattr(self.totals, field) + n)
 
     @property
     def nr_dirty(self) -> int:
@@ -130,10 +171,42 @@ class FileData:
         self.reserved_pages.add(page)
         return True
 
+    def reserve_cow(self, page: Page) -> bool:
+        """reserve-cow: make sure the store to locked ``page`` has a block to write to.
+
+        A hole page gets its delalloc reservation (``reserve_page``); an allocated page
+        gets one more block for its copy (btrfs reserves for overwrites too), once until
+        writeback uses it.  False when a block is needed and none is free.
+        """
+        if page.index not in self.allocated:
+            return self.reserve_page(page)
+        if page in self.cow_reserved:
+            return True
+        if not self.pool.reserve(1):
+            return False
+        self.cow_reserved.add(page)
+        return True
+
+    def adopt_inflight(self, page: Page, *, cow: bool) -> None:
+        """Attach one reservation taken before the page was locked to locked ``page``;
+        give it back when the page already has what it needs (idempotent hook)."""
+        self.inflight_reserved -= 1
+        if page.index in self.allocated:
+            if cow and page not in self.cow_reserved:
+                self.cow_reserved.add(page)
+                return
+        elif page not in self.reserved_pages:
+            self.reserved_pages.add(page)
+            return
+        self.pool.unreserve(1)
+
     def release_page_space(self, page: Page) -> None:
         """Give back the reservation ``page`` holds, if any (the page is going away)."""
         if page in self.reserved_pages:
             self.reserved_pages.discard(page)
+            self.pool.unreserve(1)
+        if page in self.cow_reserved:
+            self.cow_reserved.discard(page)
             self.pool.unreserve(1)
 
     def allocate_for_writeback(self, page: Page) -> bool:
@@ -144,6 +217,10 @@ class FileData:
         """
         index = page.index
         if index in self.allocated:
+            if page in self.cow_reserved:  # COW: write the new block, free the old one
+                self.cow_reserved.discard(page)
+                self.pool.claim_reserved(1)
+                self.pool.release(1)
             return True
         if page in self.reserved_pages:
             self.reserved_pages.discard(page)
@@ -396,52 +473,88 @@ class FileData:
             self.size = offset + length
 
     # -- writeback ----------------------------------------------------------------------
-    async def writeback(self) -> None:
-        """Write back every dirty page (kernel: ``write_cache_pages``, WB_SYNC_ALL)."""
+    def inject_writeback_error(self, err: int, pages: int = 1) -> None:
+        """Make the next ``pages`` page writes fail with ``err`` (a failing disk)."""
+        self._inject = (err, pages)
+
+    async def writeback(self, first: int = 0, last: int | None = None) -> None:
+        """Write back the dirty pages ``first..last`` and wait for the I/O.
+
+        Kernel: ``filemap_write_and_wait_range`` / ``write_cache_pages`` (WB_SYNC_ALL).
+        Each page is locked, waited for if already under writeback, cleaned with
+        ``clear_page_dirty_for_io`` (which write-protects every PTE mapping it, so the
+        next store calls ``page_mkwrite`` again), given its block (``writepage``), set
+        PG_writeback and unlocked; then the batch's I/O takes ``io_latency`` seconds and
+        PG_writeback ends.  A store during the I/O faults (the PTE is read-only) and its
+        ``page_mkwrite`` decides whether it waits for the I/O (stable pages, FUSE).
+        """
         mapping = self.mapping
-        for n, index in enumerate(mapping.dirty_indices()):
-            if n and n % 256 == 0:
-                await trio.lowlevel.checkpoint()  # let requests in during a long writeback
-            page = mapping.pages.get(index)
-            if page is None:
-                continue
-            await page.lock()
-            try:
-                if page.writeback:
-                    await page.wait_writeback()
-                if page.mapping is not mapping:  # truncated while we slept
+        in_flight: list[Page] = []
+        try:
+            for n, index in enumerate(mapping.dirty_indices()):
+                if last is not None and index > last:
+                    break
+                if index < first:
                     continue
-                if not mapping.clear_page_dirty_for_io(page):
-                    continue
-                page.start_writeback()
-                try:
-                    await self.writepage(page)
-                finally:
-                    page.end_writeback()
-            finally:
-                page.unlock()
+                if n and n % 256 == 0:
+                    await trio.lowlevel.checkpoint()  # let requests in during a long writeback
+                page = mapping.pages.get(index)
+                if page is not None and await self._write_one(page):
+                    in_flight.append(page)
+            if in_flight and self.io_latency:
+                await trio.sleep(self.io_latency)
+        finally:
+            for page in in_flight:
+                page.end_writeback()
         if not mapping.dirty_tag:
             self.dirtied_when = None
+
+    async def _write_one(self, page: Page) -> bool:
+        """Lock, clean and start writeback of ``page``; True when its I/O was started."""
+        mapping = self.mapping
+        await page.lock()
+        try:
+            if page.writeback:
+                await page.wait_writeback()
+            if page.mapping is not mapping:  # truncated while we slept
+                return False
+            if not mapping.clear_page_dirty_for_io(page):
+                return False
+            page.start_writeback()
+            await self.writepage(page)
+            return True
+        finally:
+            page.unlock()
 
     async def writepage(self, page: Page) -> None:
         """Write one locked page under writeback: give it a block, or lose it (ENOSPC).
 
         Kernel: ``->writepage`` (``block_write_full_page`` with delalloc).  The part of
-        the last page past EOF is zeroed, and a page wholly past EOF is discarded.
+        the last page past EOF is zeroed, and a page wholly past EOF is discarded.  An
+        injected I/O error is recorded on the mapping; the page stays cached (clean),
+        as the kernel leaves it after a failed write.
         """
         if page.index << PAGE_SHIFT >= self.size:
             self._drop_page(page)
             return
         if not self.allocate_for_writeback(page):
             self.mapping.wb_err.set_error(errno.ENOSPC)
-            self.writeback_errors += 1
-            self.lost_bytes += min(PAGE_SIZE, self.size - (page.index << PAGE_SHIFT))
+            self.count("writeback_errors")
+            self.count("lost_bytes", min(PAGE_SIZE, self.size - (page.index << PAGE_SHIFT)))
             self._drop_page(page)
             if self.on_invalidate is not None:
                 self.on_invalidate()
             return
         if page.index == self.size >> PAGE_SHIFT:
             self._zero_beyond_eof()
+        err, left = self._inject
+        if left:
+            self._inject = (err, left - 1)
+            self.mapping.wb_err.set_error(err)
+            self.count("writeback_errors")
+            return
+        if self.writeback_log is not None:
+            self.writeback_log.append((page.index, bytes(page.data)))
 
     def _drop_page(self, page: Page) -> None:
         self.release_page_space(page)
@@ -463,6 +576,15 @@ class FileData:
                 raise AssertionError(f"{page!r} both reserved and allocated")
             if not (page.dirty or page.locked):
                 raise AssertionError(f"reserved {page!r} is clean and unlocked")
+        for page in self.cow_reserved:
+            if page.mapping is not mapping or mapping.pages.get(page.index) is not page:
+                raise AssertionError(f"COW-reserved {page!r} is not in {mapping!r}")
+            if page.index not in self.allocated:
+                raise AssertionError(f"COW-reserved {page!r} has no block to copy")
+            if not (page.dirty or page.locked):
+                raise AssertionError(f"COW-reserved {page!r} is clean and unlocked")
+        if self.inflight_reserved < 0:
+            raise AssertionError(f"negative in-flight reservations in {self!r}")
         eof_pages = (self.size + PAGE_MASK) >> PAGE_SHIFT
         for index in mapping.pages:
             if index >= eof_pages:

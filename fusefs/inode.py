@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .directory import Directory
 from .filedata import FileData
+from .policy import Policy
 from .space import BLOCK_SIZE
 
 ROOT_INO = 1
@@ -89,6 +90,7 @@ class Inode:
         "mtime_ns",
         "nlink",
         "opens",
+        "policy",
         "rdev",
         "target",
         "uid",
@@ -109,6 +111,8 @@ class Inode:
         self.dir: Directory | None = None
         self.data: FileData | None = None
         self.target = b""
+        # The write-notification policy of this file (None: the filesystem's).
+        self.policy: Policy | None = None
 
     def __repr__(self) -> str:
         return f"<Inode {self.ino} {stat.filemode(self.mode)} nlink={self.nlink}>"

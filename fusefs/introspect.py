@@ -1,10 +1,19 @@
-"""Read-only ``user.mkwritefs.*`` extended attributes: the figures, where users look.
+"""``user.mkwritefs.*`` extended attributes: the figures, where users look, and the
+root's settings.
 
 This module owns the introspection namespace.  The values are computed when read,
 as decimal ASCII, and are never stored or listed (so ``cp -a`` and ``tar --xattrs`` copy
-nothing of them).  On the root: the filesystem's block counters; on a regular file: its
-own allocated and reserved blocks and dirty pages.  Setting or removing a name answers
-EPERM unless a setter is registered for it; reading an unknown one answers ENODATA.
+nothing of them).  On the root: the filesystem's block counters, the write-notification
+totals (``mkwrite_calls``, ``sigbus``, ``writeback_errors``, ``lost_bytes``) and
+settings (``policy``, ``writeback_interval``, ``dirty_expire``); on a regular file: its
+own allocated and reserved blocks, dirty pages and the same four counters.  Setting or
+removing a name answers EPERM unless a setter is registered for it; reading an unknown
+one answers ENODATA.
+
+Root settings, for the mount's owner only (EPERM for others; EINVAL for a bad value,
+which changes nothing): ``policy`` (a :class:`~fusefs.policy.Policy` name),
+``capacity_blocks`` (not below allocated + reserved), ``writeback_interval`` and
+``dirty_expire`` (seconds, decimal).
 
 Later features add names with :func:`register_root` / :func:`register_file`, and
 settings of the root with :func:`register_root_setter` (a setter checks its caller with
@@ -29,12 +38,39 @@ RootFigure = Callable[["Filesystem"], int | str]
 FileFigure = Callable[["Filesystem", Inode], int | str]
 RootSetter = Callable[["Filesystem", bytes, Ctx], None]
 
+COUNTERS = ("mkwrite_calls", "sigbus", "writeback_errors", "lost_bytes")
+
+
+def _seconds(value: float) -> str:
+    return repr(int(value)) if value == int(value) else repr(value)
+
+
 _ROOT: dict[bytes, RootFigure] = {
     b"capacity_blocks": lambda fs: fs.space.capacity,
     b"free_blocks": lambda fs: fs.space.free,
     b"reserved_blocks": lambda fs: fs.space.reserved,
     b"allocated_blocks": lambda fs: fs.space.allocated,
+    b"policy": lambda fs: str(fs.policy),
+    b"writeback_interval": lambda fs: _seconds(fs.writeback_interval),
+    b"dirty_expire": lambda fs: _seconds(fs.dirty_expire),
 }
+
+
+def _root_counter(field: str) -> RootFigure:
+    return lambda fs: int(getattr(fs.vm_totals, field))
+
+
+def _file_counter(field: str) -> FileFigure:
+    def figure(fs: Filesystem, inode: Inode) -> int:
+        if inode.data is None:
+            raise FsError(errno.ENODATA)
+        return int(getattr(inode.data.counters, field))
+
+    return figure
+
+
+for _field in COUNTERS:
+    _ROOT[_field.encode()] = _root_counter(_field)
 
 
 def _file_data(inode: Inode) -> tuple[int, int, int]:
@@ -49,6 +85,8 @@ _FILE: dict[bytes, FileFigure] = {
     b"reserved_blocks": lambda fs, inode: _file_data(inode)[1],
     b"dirty_pages": lambda fs, inode: _file_data(inode)[2],
 }
+for _field in COUNTERS:
+    _FILE[_field.encode()] = _file_counter(_field)
 
 
 def register_root(name: bytes, figure: RootFigure) -> None:
@@ -70,6 +108,57 @@ def require_owner(fs: Filesystem, ctx: Ctx) -> None:
     """Settings are for the mount's owner (the root directory's owner) and root."""
     if ctx.uid not in (0, fs.inode(fs.root_ino).uid):
         raise FsError(errno.EPERM, "only the mount's owner may change settings")
+
+
+def _decode(value: bytes) -> str:
+    try:
+        return value.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise FsError(errno.EINVAL, "value is not ASCII") from None
+
+
+def _parse_int(value: bytes) -> int:
+    text = _decode(value)
+    if not text.isdigit():
+        raise FsError(errno.EINVAL, f"{text!r} is not a decimal block count")
+    return int(text)
+
+
+def _parse_seconds(value: bytes) -> float:
+    text = _decode(value)
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise FsError(errno.EINVAL, f"{text!r} is not a number of seconds") from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise FsError(errno.EINVAL, f"{text!r} is not a number of seconds")
+    return seconds
+
+
+def _set_policy(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    require_owner(fs, ctx)
+    fs.set_policy(value)
+
+
+def _set_capacity(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    require_owner(fs, ctx)
+    fs.set_capacity(_parse_int(value))
+
+
+def _set_interval(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    require_owner(fs, ctx)
+    fs.set_flusher(interval=_parse_seconds(value))
+
+
+def _set_expire(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    require_owner(fs, ctx)
+    fs.set_flusher(expire=_parse_seconds(value))
+
+
+register_root_setter(b"policy", _set_policy)
+register_root_setter(b"capacity_blocks", _set_capacity)
+register_root_setter(b"writeback_interval", _set_interval)
+register_root_setter(b"dirty_expire", _set_expire)
 
 
 def is_introspection(name: bytes) -> bool:
