@@ -632,8 +632,8 @@ class Filesystem:
         expire = self.dirty_expire
         for inode in list(self.inodes.values()):
             data = inode.data
-            if data is None:
-                continue
+            if data is None or (inode.policy or self.policy) is Policy.SHMEM:
+                continue  # tmpfs has no writeback
             if not data.mapping.dirty_tag:  # cleaned by truncate or fsync meanwhile
                 data.dirtied_when = None
             elif data.dirtied_when is None:  # dirtied behind our back: start the clock

@@ -410,6 +410,9 @@ class SimFile:
         """``vfs_fsync_range``: write back bytes ``start..end``, report an error once."""
         if self.closed:
             raise SimError(errno.EBADF, "fsync of a closed file")
+        if self.policy is Policy.SHMEM:  # tmpfs: noop_fsync, nothing to write back
+            self._check_error()
+            return
         first = max(start, 0) >> PAGE_SHIFT
         last = None if end < 0 else end >> PAGE_SHIFT
         await self.data.writeback(first, last)
@@ -435,7 +438,8 @@ class SimFile:
         self.closed = True
         error: SimError | None = None
         try:
-            await self.data.writeback()
+            if self.policy is not Policy.SHMEM:
+                await self.data.writeback()
             self._check_error()
         except SimError as exc:
             error = exc
