@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 import trio
 
@@ -126,3 +127,27 @@ class Trace:
 
     def clear(self) -> None:
         self._events.clear()
+
+    def write_jsonl(self, fp: TextIO) -> int:
+        """Write one JSON object per event; return how many."""
+        n = 0
+        for e in tuple(self._events):
+            fp.write(json.dumps(e._asdict()) + "\n")
+            n += 1
+        return n
+
+    def chrome_trace(self) -> dict[str, Any]:
+        """The events as a Chrome trace-event document (opens in Perfetto)."""
+        events = [
+            {
+                "name": e.kind,
+                "ph": "i",
+                "s": "t",
+                "ts": e.time * 1e6,
+                "pid": e.pid,
+                "tid": e.pid,
+                "args": {"addr": hex(e.addr), "pgoff": e.pgoff, "detail": e.detail},
+            }
+            for e in tuple(self._events)
+        ]
+        return {"traceEvents": events, "displayTimeUnit": "ms"}

@@ -190,3 +190,19 @@ async def test_check_simulation_catches_broken_invariants() -> None:
         check_simulation(sim)
     with pytest.raises(RuntimeError, match="BUG"):
         await proc.store(addr, b"y")
+
+
+async def test_trace_exports_jsonl_and_chrome_trace() -> None:
+    import io
+    import json
+
+    sim, proc, _, _, addr = await mapped(1)
+    await proc.store(addr, b"x")
+    buf = io.StringIO()
+    assert sim.trace.write_jsonl(buf) == len(sim.events())
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [d["kind"] for d in lines] == [e.kind for e in sim.events()]
+    doc = sim.trace.chrome_trace()
+    assert [e["name"] for e in doc["traceEvents"]] == ["mmap", "mkwrite", "fault"]
+    assert doc["traceEvents"][1]["args"]["detail"] == "LOCKED"
+    json.dumps(doc)  # serialisable as is
