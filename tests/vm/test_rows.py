@@ -10,7 +10,7 @@ import trio.testing
 
 from fusefs.core import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from fusefs.policy import Policy
-from sim_mmu import MsFlags, SimError
+from sim_mmu import SimError
 
 from .conftest import ALL, HOOKED, PAGE, ROOT, fill, make_rig
 
@@ -33,21 +33,25 @@ async def test_row1_full_fs_store_into_hole(policy: Policy) -> None:
     rig.check()
     data = rig.data
     if policy in REFUSES:
-        assert not ok and len(rig.sigbus) == 1
+        assert not ok
+        assert len(rig.sigbus) == 1
         pte = rig.proc.pte(rig.addr)
         assert pte is None or not pte.writable
-        assert data.nr_dirty == 0 and data.nr_reserved == 0
+        assert data.nr_dirty == 0
+        assert data.nr_reserved == 0
         assert data.counters.sigbus == 1
         assert rig.fs.statistics().free_blocks == 0
         await rig.proc.msync(rig.addr, PAGE)  # nothing was acknowledged, nothing to report
         assert data.lost_bytes == 0
     else:  # acknowledged, then lost at writeback; reported once
-        assert ok and not rig.sigbus
+        assert ok
+        assert not rig.sigbus
         with pytest.raises(SimError) as exc:
             await rig.proc.msync(rig.addr, PAGE)
         assert exc.value.errno == errno.ENOSPC
         await rig.proc.msync(rig.addr, PAGE)  # once per open file
-        assert data.lost_bytes == PAGE and data.writeback_errors == 1
+        assert data.lost_bytes == PAGE
+        assert data.writeback_errors == 1
         assert data.read(0, 100) == bytes(100)  # the data is gone
     rig.check()
 
@@ -77,9 +81,11 @@ async def test_row3_full_fs_overwrite_allocated(policy: Policy) -> None:
     assert rig.fs.space.free == 0
     ok = await rig.store(0, b"C")
     if policy is C:  # btrfs: an overwrite needs a block for the copy
-        assert not ok and len(rig.sigbus) == 1
+        assert not ok
+        assert len(rig.sigbus) == 1
     else:
-        assert ok and not rig.sigbus
+        assert ok
+        assert not rig.sigbus
         await rig.proc.msync(rig.addr, PAGE)
         assert rig.data.read(0, 1) == b"C"
     rig.check()
@@ -103,7 +109,9 @@ async def test_row6_7_store_to_not_present_then_again(policy: Policy) -> None:
     assert await rig.store(0, b"x")
     assert rig.sim.statistics().faults == 1
     pte = rig.proc.pte(rig.addr)
-    assert pte is not None and pte.writable and pte.dirty
+    assert pte is not None
+    assert pte.writable
+    assert pte.dirty
     reserved = rig.fs.space.reserved
     assert await rig.store(0, b"y")  # row 7: no fault, no hook, no extra reservation
     assert rig.sim.statistics().faults == 1
@@ -128,7 +136,8 @@ async def test_row8_store_writeback_store(policy: Policy) -> None:
     assert rig.fs.space.reserved == (1 if policy is C else 0)  # COW needs a new block
     assert rig.data.nr_dirty == 1
     await rig.proc.msync(rig.addr, PAGE)
-    assert rig.fs.statistics().allocated_blocks == 1 and rig.fs.space.reserved == 0
+    assert rig.fs.statistics().allocated_blocks == 1
+    assert rig.fs.space.reserved == 0
     assert rig.data.read(0, 1) == b"2"
     rig.check()
 
@@ -148,7 +157,8 @@ async def test_row9_writeback_waits_for_hook(autojump_clock: trio.testing.MockCl
     # it wrote the stored byte and write-protected the PTE again
     assert [(i, d[:1]) for i, d in rig.data.writeback_log] == [(0, b"9")]
     pte = rig.proc.pte(rig.addr)
-    assert pte is not None and not pte.writable
+    assert pte is not None
+    assert not pte.writable
     assert rig.data.nr_dirty == 0
     rig.check()
 
@@ -163,7 +173,8 @@ async def test_row10_truncate_while_hook_sleeps(
         await trio.sleep(0.5)
         await rig.fs.setattr(rig.f.ino, size=PAGE, ctx=ROOT)
     assert len(rig.sigbus) == 1  # NOPAGE, refault past the new EOF: SIGBUS
-    assert rig.fs.space.reserved == 0 and rig.fs.space.allocated == 0  # nothing leaked
+    assert rig.fs.space.reserved == 0
+    assert rig.fs.space.allocated == 0
     rig.check()
 
 

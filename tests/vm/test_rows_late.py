@@ -29,7 +29,9 @@ async def test_row16_msync_sync(policy: Policy) -> None:
         assert rig.data.nr_dirty == 0
         for i in range(4):
             pte = rig.proc.pte(rig.addr + i * PAGE)
-            assert pte is not None and not pte.writable and not pte.dirty
+            assert pte is not None
+            assert not pte.writable
+            assert not pte.dirty
     assert rig.data.read(3 * PAGE, 10) == b"D" * 10
     rig.check()
 
@@ -48,7 +50,8 @@ async def test_row17_injected_error_once_per_open_file() -> None:
     await other.fsync()
     late = rig.fs.open_file(rig.f.ino)
     await late.fsync()  # opened after the error: nothing
-    assert rig.data.writeback_errors == 1 and rig.data.lost_bytes == 0
+    assert rig.data.writeback_errors == 1
+    assert rig.data.lost_bytes == 0
     assert rig.data.read(0, 1) == b"e"  # the page stays cached
     for f in (other, late):
         await f.close()
@@ -94,7 +97,8 @@ async def test_row19_cache_gets_contents_before_the_store(
         pte = rig.proc.pte(rig.addr)
         assert pte is None or not pte.writable  # not writable while the cache writes
     captures = rig.fs.cache.captures
-    assert len(captures) == 1 and captures[0].data[:6] == b"before"
+    assert len(captures) == 1
+    assert captures[0].data[:6] == b"before"
     assert captures[0].at >= 1.0
     assert rig.data.read(0, 6) == b"AFTER!"
     rig.check()
@@ -193,7 +197,8 @@ async def test_row26_truncate_up_then_store(policy: Policy) -> None:
 async def test_row27_gup_force_write_read_only_shared(policy: Policy) -> None:
     rig = await make_rig(policy, prot=Prot.READ)
     assert await rig.proc.access_process_vm(rig.addr, b"z", write=True) == 0  # -EFAULT
-    assert rig.data.counters.mkwrite_calls == 0 and rig.data.read(0, 1) == b"\0"
+    assert rig.data.counters.mkwrite_calls == 0
+    assert rig.data.read(0, 1) == b"\0"
     rig.check()
 
 
@@ -202,7 +207,8 @@ async def test_row28_gup_force_write_private(policy: Policy) -> None:
     rig = await make_rig(policy, prot=Prot.READ, flags=PRIVATE)
     assert await rig.proc.access_process_vm(rig.addr, b"z", write=True) == 1
     assert await rig.proc.load(rig.addr, 1) == b"z"
-    assert rig.data.counters.mkwrite_calls == 0 and rig.data.read(0, 1) == b"\0"
+    assert rig.data.counters.mkwrite_calls == 0
+    assert rig.data.read(0, 1) == b"\0"
     rig.check()
 
 
