@@ -67,11 +67,19 @@ class Page:
         "writeback",
     )
 
-    def __init__(self, mapping: AddressSpace, index: int) -> None:
+    def __init__(
+        self, mapping: AddressSpace, index: int, contents: bytes | memoryview | None = None
+    ) -> None:
         self.mapping: AddressSpace | None = mapping
         self.index = index
-        self.data = bytearray(PAGE_SIZE)
-        self.uptodate = False
+        if contents is None:
+            self.data = bytearray(PAGE_SIZE)
+            self.uptodate = False
+        else:
+            if len(contents) != PAGE_SIZE:
+                raise ValueError(f"a page holds {PAGE_SIZE} bytes, not {len(contents)}")
+            self.data = bytearray(contents)
+            self.uptodate = True
         self.dirty = False
         self.writeback = False
         self.locked = False
@@ -222,11 +230,16 @@ class AddressSpace:
         """The cached page at ``index``, or None (kernel: ``filemap_get_folio``)."""
         return self.pages.get(index)
 
-    def add_page(self, index: int) -> Page:
-        """Insert a new, zero-filled, not-uptodate page (``filemap_add_folio``)."""
+    def add_page(self, index: int, contents: bytes | memoryview | None = None) -> Page:
+        """Insert a new page (``filemap_add_folio``).
+
+        Without ``contents`` the page is zero-filled and not uptodate (the filesystem
+        reads it in); with a whole page of ``contents`` it is built from them and is
+        uptodate, which spares a write of a whole page zero-filling it first.
+        """
         if index in self.pages:
             raise KeyError(f"page {index} is already cached")
-        page = Page(self, index)
+        page = Page(self, index, contents)
         self.pages[index] = page
         return page
 
