@@ -155,10 +155,14 @@ def _set_expire(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
     fs.set_flusher(expire=_parse_seconds(value))
 
 
-register_root_setter(b"policy", _set_policy)
-register_root_setter(b"capacity_blocks", _set_capacity)
-register_root_setter(b"writeback_interval", _set_interval)
-register_root_setter(b"dirty_expire", _set_expire)
+# The filesystem's own settings; a setter registered under the same name takes
+# precedence (and unregistering it brings the built-in one back).
+_BUILTIN_SETTERS: dict[bytes, RootSetter] = {
+    b"policy": _set_policy,
+    b"capacity_blocks": _set_capacity,
+    b"writeback_interval": _set_interval,
+    b"dirty_expire": _set_expire,
+}
 
 
 def is_introspection(name: bytes) -> bool:
@@ -175,7 +179,8 @@ def get(fs: Filesystem, inode: Inode, name: bytes, *, is_root: bool) -> bytes:
 
 
 def set_(fs: Filesystem, name: bytes, value: bytes, ctx: Ctx, *, is_root: bool) -> None:
-    setter = _ROOT_SETTERS.get(name[len(PREFIX) :]) if is_root else None
+    key = name[len(PREFIX) :]
+    setter = (_ROOT_SETTERS.get(key) or _BUILTIN_SETTERS.get(key)) if is_root else None
     if setter is None:
         raise FsError(errno.EPERM, f"{name!r} is read-only")
     setter(fs, value, ctx)
