@@ -26,5 +26,6 @@ async def test_readme_simulator_example_runs() -> None:
     )
     sim, proc, addr = await namespace["example"]()  # type: ignore[operator]
     seen = namespace["seen"]
-    assert len(seen) == 1 and seen[0].signo == signal.SIGBUS  # type: ignore[index,union-attr]
+    assert len(seen) == 1  # type: ignore[arg-type]
+    assert seen[0].signo == signal.SIGBUS  # type: ignore[index]
     assert sim.statistics().mkwrite_calls >= 2  # type: ignore[attr-defined]
