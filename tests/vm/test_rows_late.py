@@ -242,3 +242,34 @@ async def test_row31_one_page_cache(policy: Policy) -> None:
     await rig.fs.write(rig.f.fh, PAGE, b"written")
     assert await rig.proc.load(rig.addr + PAGE, 7) == b"written"
     rig.check()
+
+
+async def test_row33_shmem_sigbus_on_first_touch_even_a_read() -> None:
+    rig = await make_rig(Policy.SHMEM, capacity=2)
+    await fill(rig.fs)
+    assert await rig.proc.load(rig.addr, 1) == b""  # abandoned by the SIGBUS handler
+    assert len(rig.sigbus) == 1
+    assert rig.data.counters.sigbus == 1
+    assert not rig.data.mapping.pages  # the failed fault left no page behind
+    rig.check()
+
+
+async def test_reserve_retries_after_writeback_frees_cow_blocks() -> None:
+    """ext4_should_retry_alloc: ENOSPC in page_mkwrite forces writeback when it would
+    free blocks (here: a copy-on-write file's pending copies), then tries once more."""
+    rig = await make_rig(Policy.RESERVE, capacity=4, pages=1)
+    fs = rig.fs
+    cow = fs.open_path(b"/cow", os.O_RDWR | os.O_CREAT, policy="reserve-cow")
+    await fs.fallocate(cow.fh, 0, 0, 2 * PAGE)
+    addr = await rig.proc.mmap(2 * PAGE, RW, MapFlags.SHARED, cow)
+    assert await rig.proc.store(addr, b"c") == 1  # overwrite: one COW reservation
+    assert fs.space.free == 1
+    assert await rig.proc.store(addr + PAGE, b"c") == 1
+    assert fs.space.free == 0
+    assert await rig.store(0, b"r")  # retried after writeback freed the old blocks
+    assert not rig.sigbus
+    assert cow.data.nr_dirty == 0
+    assert fs.space.reserved == 1
+    await rig.proc.munmap(addr, 2 * PAGE)
+    await cow.close()
+    rig.check()
