@@ -506,6 +506,10 @@ class FileData:
         finally:
             for page in in_flight:
                 page.end_writeback()
+        for index in sorted(mapping.writeback_tag):  # I/O someone else started: wait
+            page = mapping.pages.get(index)
+            if page is not None and index >= first and (last is None or index <= last):
+                await page.wait_writeback()
         if not mapping.dirty_tag:
             self.dirtied_when = None
 

@@ -156,6 +156,8 @@ class FileVmOps:
             await file.vma_closed()
 
     def _made_writable(self) -> None:
+        """The hook succeeded: mtime (``file_update_time``) and the mount's notice."""
+        self.inode.touch_modified(self.fs.clock())
         self.fs.note_mapped_writer(self.inode.ino)
 
     async def _lock_checked(self, page: Page) -> bool:

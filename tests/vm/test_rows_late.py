@@ -273,3 +273,34 @@ async def test_reserve_retries_after_writeback_frees_cow_blocks() -> None:
     await rig.proc.munmap(addr, 2 * PAGE)
     await cow.close()
     rig.check()
+
+
+async def test_fsync_waits_for_writeback_started_by_another(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = await make_rig(Policy.RESERVE, writeback_latency=1.0)
+    assert await rig.store(0, b"s")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.data.writeback)  # the flusher
+        await trio.sleep(0.5)
+        await rig.f.fsync()  # nothing dirty, but the page is still under I/O
+        assert trio.current_time() >= 1.0
+        assert not rig.data.mapping.writeback_tag
+    rig.check()
+
+
+@pytest.mark.parametrize("policy", HOOKED)
+async def test_row32_mtime_on_first_store_after_clean(policy: Policy) -> None:
+    ticks = iter(range(10**9, 2 * 10**9, 1000))
+    rig = await make_rig(policy, clock=lambda: next(ticks))
+    inode = rig.fs.inode(rig.f.ino)
+    t0 = inode.mtime_ns
+    assert await rig.store(0, b"1")
+    t1 = inode.mtime_ns
+    assert t1 > t0
+    assert await rig.store(0, b"2")  # no fault, no hook: unchanged
+    assert inode.mtime_ns == t1
+    await rig.f.fsync()
+    assert await rig.store(0, b"3")  # first store after the page was cleaned
+    assert inode.mtime_ns > t1
+    rig.check()
