@@ -18,6 +18,14 @@ Invariants (checked by :meth:`Filesystem.check`, an fsck run at the end of tests
 * an inode with ``nlink == 0`` stays (with its data and blocks) until its last lookup
   reference is forgotten and its last open file released (``iput_final``).
 
+Simulated processes map files opened with :meth:`Filesystem.open_file` /
+:meth:`Filesystem.open_path` (:class:`~fusefs.vm.SimFile`); the vm operations and the
+write-notification policies live in :mod:`fusefs.vm` and :mod:`fusefs.policy`.
+Coherence with the mount: stores through a writable PTE change pages without telling
+anyone, so ``page_mkwrite``/``fault`` note the file when a page becomes writable and
+:meth:`Filesystem.notify_mapped_stores` (called by whoever drives simulated stores, and
+by the flusher every interval) reports those files through ``on_invalidate``.
+
 The kernel checks mode bits itself (the adapter mounts with ``default_permissions``);
 the core enforces what only the filesystem can: EEXIST, ENOTEMPTY, EISDIR, ENOTDIR,
 EINVAL for a directory renamed into itself, the xattr rules, and space.

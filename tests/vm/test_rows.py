@@ -215,3 +215,37 @@ async def test_row12_two_threads_one_page(
     assert rig.fs.space.reserved == (1 if policy.reserves else 0)  # counted once
     assert rig.data.read(0, 1) in (b"a", b"b")
     rig.check()
+
+
+async def test_legacy_profile_row8_dirt_lives_in_ptes() -> None:
+    """The pre-2.6.19 kernel (sim profile ``legacy``) with the legacy policy: the PTE is
+    writable at first touch and stays so after writeback; a later store is invisible
+    to writeback until munmap transfers the PTE's dirty bit."""
+    rig = await make_rig(L, profile="legacy")
+    assert await rig.store(0, b"1")
+    await rig.proc.msync(rig.addr, PAGE)  # transfers the PTE dirty bit, writes back
+    assert rig.fs.space.allocated == 1
+    assert await rig.store(0, b"2")
+    pte = rig.proc.pte(rig.addr)
+    assert pte is not None
+    assert pte.writable
+    assert rig.data.nr_dirty == 0  # the store is invisible to accounting
+    await rig.proc.munmap(rig.addr, 4 * PAGE)
+    assert rig.data.nr_dirty == 1  # the dirty bit reached the page at unmap
+    await rig.f.close()
+    assert rig.data.read(0, 1) == b"2"
+    rig.fs.check()
+
+
+async def test_legacy_profile_ignores_the_hook() -> None:
+    """A kernel without page_mkwrite never calls the reserve hook: a full filesystem
+    loses the store at writeback even under ``reserve``."""
+    rig = await make_rig(R, capacity=2, profile="legacy")
+    await fill(rig.fs)
+    assert await rig.store(0, b"x")
+    with pytest.raises(SimError) as exc:
+        await rig.proc.msync(rig.addr, PAGE)
+    assert exc.value.errno == errno.ENOSPC
+    assert rig.data.counters.mkwrite_calls == 0
+    assert rig.data.lost_bytes == PAGE
+    rig.check()
