@@ -147,6 +147,8 @@ class Filesystem:
         self.max_inodes = max_inodes if max_inodes is not None else max(capacity_blocks, 1 << 16)
         self.clock = clock
         self.on_invalidate: Callable[[int], None] | None = None
+        # Set by the adapter: a name appeared or went without a request (negative dentry).
+        self.on_invalidate_entry: Callable[[int, bytes], None] | None = None
         self.inodes: dict[int, Inode] = {}
         self._next_ino = ROOT_INO + 1
         self._files: dict[int, OpenFile] = {}
@@ -221,6 +223,11 @@ class Filesystem:
     def _invalidate(self, ino: int) -> None:
         if self.on_invalidate is not None:
             self.on_invalidate(ino)
+
+    def invalidate(self, ino: int) -> None:
+        """Tell the mount that ``ino``'s data or attributes changed without a request
+        (a scenario calling the core directly, e.g. ``setattr`` to truncate)."""
+        self._invalidate(ino)
 
     # -- lookup references --------------------------------------------------------------
     def lookup(self, parent: int, name: bytes, ctx: Ctx) -> Attr:
@@ -718,6 +725,9 @@ class Filesystem:
             attr = self.mknod(parent, parts[-1], stat.S_IFREG | (mode & 0o7777), 0, ctx)
             ino = attr.ino
             self.forget([(ino, 1)])  # no kernel holds a lookup reference to it
+            if self.on_invalidate_entry is not None:  # the kernel may cache "no such name"
+                self.on_invalidate_entry(parent, parts[-1])
+            self._invalidate(parent)
         elif flags & os.O_CREAT and flags & os.O_EXCL:
             raise FsError(errno.EEXIST)
         return self.open_file(ino, flags & ~(os.O_CREAT | os.O_EXCL), policy=policy)
