@@ -125,36 +125,61 @@ class _Invalidator:
     `notify(ino)` is what the core calls (`Filesystem.on_invalidate`): it never blocks and
     never talks to the kernel. `run()` drains the queue, one `invalidate_inode` at a time,
     in a worker thread, until cancelled or `close()`d. An inode already queued is not
-    queued twice.
+    queued twice (one invalidation covers every change made before it starts).
+    `settled()` waits until every notification made so far has reached the kernel.
+    After `close()`, notifications are ignored (the mount is going away).
     """
 
     def __init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[int](math.inf)
         self._pending: set[int] = set()
+        self._outstanding = 0  # queued or being sent to the kernel
+        self._idle = trio.Event()
+        self._idle.set()
+        self._closed = False
 
     def notify(self, ino: int) -> None:
-        if ino in self._pending:
+        if self._closed or ino in self._pending:
             return
         self._pending.add(ino)
+        if self._outstanding == 0:
+            self._idle = trio.Event()
+        self._outstanding += 1
         self._send.send_nowait(ino)
+
+    async def settled(self) -> None:
+        """Until the kernel has acted on every notification made before this call."""
+        await self._idle.wait()
 
     def close(self) -> None:
         """No more notifications: `run()` returns once the queue is drained."""
+        self._closed = True
         self._send.close()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        async for ino in self._receive:
-            self._pending.discard(ino)
-            await trio.to_thread.run_sync(_invalidate_inode, ino, abandon_on_cancel=True)
+        try:
+            async for ino in self._receive:
+                self._pending.discard(ino)
+                try:
+                    await trio.to_thread.run_sync(_invalidate_inode, ino, abandon_on_cancel=True)
+                finally:
+                    self._outstanding -= 1
+                    if self._outstanding == 0:
+                        self._idle.set()
+        finally:  # cancelled or closed: nobody will send what is left; wake the waiters
+            self._closed = True
+            self._pending.clear()
+            self._idle.set()
 
 
 def _invalidate_inode(ino: int) -> None:
     try:
         pyfuse3.invalidate_inode(ino, False)
     except OSError as exc:
-        # ENOENT: the kernel holds no cache for it (never looked up, or forgotten).
-        if exc.errno != errno.ENOENT:
+        # ENOENT: the kernel holds no cache for it (never looked up, or forgotten);
+        # ENODEV/ENOTCONN: the mount is already gone.
+        if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.ENOTCONN):
             log.warning("invalidate_inode(%d) failed: %s", ino, exc)
 
 
@@ -385,8 +410,17 @@ def session_options(*, debug: bool = False) -> set[str]:
 
 
 def session_init(ops: Operations, mountpoint: str, options: set[str]) -> None:
-    """Mount (pyfuse3.init): after it returns the mount point is a mount."""
-    pyfuse3.init(ops, mountpoint, options)
+    """Mount (pyfuse3.init): after it returns the mount point is a mount.
+
+    Raises RuntimeError when it cannot mount; the half-made session is destroyed then,
+    so a later mount can be tried.
+    """
+    try:
+        pyfuse3.init(ops, mountpoint, options)
+    except RuntimeError as exc:
+        if "fuse_session_mount" in str(exc):  # the session exists: free it
+            pyfuse3.close(unmount=False)
+        raise
 
 
 async def session_main() -> None:

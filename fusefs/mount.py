@@ -1,35 +1,43 @@
 """Mount lifecycle: mount, serve on one trio loop, unmount - also on signals and errors.
 
-One process serves one mount (pyfuse3 allows no more). `serve()` mounts the filesystem
-(`session_init`, after which the directory is a mount point and the kernel queues
-requests), then runs on a single trio event loop, in one nursery:
+pyfuse3 serves one mount per process. `serving()` is the one way to serve it, used by
+the command line (`serve()`, `mkwritefs mount`) and by anything that must share the
+filesystem's page cache with simulated processes (the showcase, the session tests):
+
+    async with serving(fs, mountpoint) as m:
+        ...  # simulated processes run here, on the same trio loop as the FUSE server
+        st = await m.run_sync(os.statvfs, m.mountpoint)  # a check, from a worker thread
+
+It mounts (`session_init`: from then on the directory is a mount point and the kernel
+queues requests), then runs in one nursery:
 
 - the FUSE request loop (`session_main`, pyfuse3.main);
 - the core's background flusher (`Filesystem.run_flusher`, the kernel's flusher thread);
 - the adapter's invalidation worker (kernel cache invalidations, from a worker thread);
-- a signal watcher: SIGINT or SIGTERM ends the request loop (`session_terminate`).
+- with `handle_signals`, a watcher: SIGINT or SIGTERM ends the request loop.
 
-The mount is reported ready (`on_ready`) only once the kernel's INIT has been answered
-(`Operations.initialized`): from then on requests are served. Nothing here makes a
-system call on the mount itself (that would deadlock from the loop's thread, and even
-from a worker thread it would race an early `fusermount3 -u` into EBUSY). Then, as
-root, the mount's readahead window is raised from the kernel's 128 KiB to the 1 MiB a
-FUSE request can carry (`/sys/class/bdi/<major:minor>/read_ahead_kb`, the device number
-taken from /proc/self/mountinfo): pyfuse3 cannot ask for a larger max_readahead at
-INIT, and 128 KiB READs cost a request per 32 pages; measured here, a 1 MiB window more
-than doubles sequential read from the server.
+It yields only once the kernel's INIT has been answered (`Operations.initialized`): from
+then on requests are served. On leaving the block - normally, by an exception, or by
+cancellation - the request loop is ended (`session_terminate`: requests in flight are
+answered first, for at most `STOP_GRACE` seconds), the other tasks are cancelled and the
+mount is closed with unmount (as root libfuse detaches it lazily, so it never fails
+EBUSY; a file still open on it then reads ENOTCONN). Invariant: once `serving()` has
+exited, the directory is no longer a live mount of ours and another mount may be made.
 
-File data lives in this process's heap, one 4096-byte page object at a time. glibc
-returns freed heap to the kernel eagerly (trim threshold 128 KiB) and every page taken
-back costs a fresh page fault - expensive in a virtual machine - when a deleted or
-truncated file's space is written again. So the server tells malloc (`mallopt`) to keep
-up to the filesystem's capacity of freed memory, which it may need again at any moment,
-and to serve the 1 MiB request buffers from the heap rather than mmap/munmap each one.
-Measured here: about 1.5x faster writes into fresh pages after a rewrite.
+Never make a blocking system call on the mount from the trio thread: the request that
+call sends can only be answered by this very thread. `Mount.run_sync` runs a function
+in a worker thread, after the kernel's caches have been told of every simulated store
+(`Mount.settle`), so what it reads is what simulated processes stored. Nothing here
+touches the mount from the trio thread; mount points are found in /proc/self/mountinfo.
 
-When the request loop ends - a signal, or someone ran `fusermount3 -u` - the nursery is
-cancelled and the mount is closed with unmount, whatever happened (`finally`). Invariant:
-once `serve()` returns or raises, the directory is no longer a live mount of ours.
+As root, the mount's readahead window is raised from the kernel's 128 KiB to the 1 MiB a
+FUSE request can carry (`/sys/class/bdi/<major:minor>/read_ahead_kb`): pyfuse3 cannot ask
+for a larger max_readahead at INIT; measured here, it more than doubles sequential read.
+
+`serve()` (the command line's server) also tells malloc (`mallopt`) to keep up to the
+filesystem's capacity of freed heap and to serve the 1 MiB request buffers from the heap:
+glibc returns freed heap eagerly and every page taken back costs a fresh page fault when
+a deleted file's space is written again (measured: about 1.5x faster rewrites).
 
 pyfuse3 is used only through `fusefs.fuse_ops` (the only module that imports it).
 """
@@ -40,9 +48,10 @@ import ctypes
 import logging
 import os
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import trio
 
@@ -56,85 +65,136 @@ from fusefs.fuse_ops import (
     session_options,
     session_terminate,
 )
+from fusefs.policy import DEFAULT_POLICY, Policy
 
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 4096
 READ_AHEAD_KB = 1024  # = max_write/max_pages: the largest READ one request carries
+STOP_GRACE = 5.0  # seconds the requests in flight get to finish at unmount
 
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MountConfig:
-    mountpoint: str
-    capacity_blocks: int
-    debug: bool = False
-    writeback_cache: bool = False
+T = TypeVar("T")
 
 
 class MountError(Exception):
-    """The mount could not be set up (bad mount point, no FUSE, no permission)."""
+    """The mount could not be set up (bad mount point, no FUSE, no permission, busy)."""
 
 
-def serve(config: MountConfig, *, on_ready: Callable[[], None] | None = None) -> None:
-    """Mount `config.mountpoint`, serve it until unmounted or signalled, unmount.
+@dataclass(eq=False)
+class Mount:
+    """A live in-process mount, as `serving()` yields it."""
 
-    `on_ready` is called once the mount exists and every background task runs. Raises
-    MountError when the mount cannot be made; blocks otherwise.
+    fs: Filesystem
+    mountpoint: str
+    ops: Operations
+    # Set when the request loop has ended: unmounted from outside, a signal, or closing.
+    ended: trio.Event = field(default_factory=trio.Event)
+
+    def path(self, *parts: str) -> str:
+        """A path inside the mount."""
+        return os.path.join(self.mountpoint, *parts)
+
+    async def settle(self) -> None:
+        """Make the kernel forget what simulated stores made stale, and wait until it has.
+
+        Files written through shared mappings are reported by the core
+        (`Filesystem.notify_mapped_stores`); the invalidation worker tells the kernel.
+        After this returns, read(2), stat(2) and mmap through the mount see every store
+        made before the call.
+        """
+        self.fs.notify_mapped_stores()
+        await self.ops.invalidator.settled()
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in a worker thread, after `settle()`: the way to touch the mount.
+
+        The thread is abandoned if the caller is cancelled (it cannot be interrupted, and
+        the unmount that follows makes its system call fail).
+        """
+        await self.settle()
+        return await trio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True)
+
+    async def wait_ended(self) -> None:
+        """Until the request loop ends (`fusermount3 -u` from outside, or a signal)."""
+        await self.ended.wait()
+
+
+@asynccontextmanager
+async def serving(
+    fs: Filesystem,
+    mountpoint: str,
+    *,
+    writeback_cache: bool = False,
+    debug: bool = False,
+    handle_signals: bool = False,
+) -> AsyncIterator[Mount]:
+    """Mount `fs` on `mountpoint` and serve it on this trio loop while the block runs.
+
+    Raises MountError when the mount cannot be made (nothing is mounted then).
     """
-    _tune_malloc(keep_bytes=config.capacity_blocks * BLOCK_SIZE)
-    fs = Filesystem(capacity_blocks=config.capacity_blocks)
-    ops = Operations(fs, writeback_cache=config.writeback_cache)
+    mountpoint = await trio.to_thread.run_sync(os.path.realpath, mountpoint)
+    if mountinfo.find(mountpoint) is not None:
+        raise MountError(f"{mountpoint} is already a mount point")
+    ops = Operations(fs, writeback_cache=writeback_cache)
     try:
-        session_init(ops, config.mountpoint, session_options(debug=config.debug))
+        session_init(ops, mountpoint, session_options(debug=debug))
     except (RuntimeError, OSError) as exc:
-        raise MountError(f"cannot mount {config.mountpoint}: {exc}") from None
-    log.info(
-        "mounted %s: %d blocks of %d bytes", config.mountpoint, config.capacity_blocks, BLOCK_SIZE
-    )
+        _close(unmount=False)
+        raise MountError(f"cannot mount {mountpoint}: {exc}") from None
+    log.info("mounted %s: %d blocks of %d bytes, policy %s",
+             mountpoint, fs.space.capacity, BLOCK_SIZE, fs.policy)
+    m = Mount(fs, mountpoint, ops)
     try:
-        trio.run(_serve, config.mountpoint, fs, ops, on_ready)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ops.invalidator.run)
+            await nursery.start(_run_flusher, fs)
+            if handle_signals:
+                await nursery.start(_watch_signals)
+            nursery.start_soon(_request_loop, m)
+            await ops.initialized.wait()
+            if os.getuid() == 0:
+                _set_read_ahead(mountpoint, READ_AHEAD_KB)
+            try:
+                yield m
+            finally:
+                await _stop(m, nursery.cancel_scope)
     finally:
-        _close()
-        log.info("unmounted %s", config.mountpoint)
+        _close(unmount=True)
+        log.info("unmounted %s", mountpoint)
 
 
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD = 4 << 20  # above the largest FUSE request buffer (1 MiB + header)
-_MAX_KEEP = 1 << 30
+async def _stop(m: Mount, nursery_scope: trio.CancelScope) -> None:
+    """Send the invalidations still queued, end the request loop gracefully (requests in
+    flight are answered), then cancel the other tasks."""
+    invalidator = m.ops.invalidator
+    with trio.CancelScope(shield=True) as scope:
+        scope.deadline = trio.current_time() + STOP_GRACE
+        invalidator.close()
+        await invalidator.settled()
+        if not m.ended.is_set():
+            session_terminate()
+            await m.ended.wait()
+    if scope.cancelled_caught:
+        log.warning("still busy %.0f s after unmount began: cancelled", STOP_GRACE)
+    if m.fs.on_invalidate == invalidator.notify:
+        m.fs.on_invalidate = None  # the filesystem outlives the mount
+    nursery_scope.cancel()
 
 
-def _tune_malloc(*, keep_bytes: int) -> None:
-    """glibc only: keep freed heap up to the capacity; request buffers from the heap."""
+async def _request_loop(m: Mount) -> None:
+    """pyfuse3.main until the session ends."""
     try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return
-    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-    mallopt(_M_TRIM_THRESHOLD, max(min(keep_bytes, _MAX_KEEP), 128 << 10))
+        await session_main()
+    finally:
+        m.ended.set()
 
 
-def _close() -> None:
+def _close(*, unmount: bool) -> None:
     try:
-        session_close(unmount=True)
+        session_close(unmount=unmount)
     except Exception:
         # Already unmounted from outside (fusermount3 -u): nothing left to undo.
         log.debug("closing the FUSE session", exc_info=True)
-
-
-async def _serve(
-    mountpoint: str, fs: Filesystem, ops: Operations, on_ready: Callable[[], None] | None
-) -> None:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(_watch_signals)
-        await nursery.start(ops.invalidator.run)
-        await nursery.start(_run_flusher, fs)
-        nursery.start_soon(_request_loop, nursery.cancel_scope)
-        await ops.initialized.wait()
-        if os.getuid() == 0:
-            _set_read_ahead(mountpoint, READ_AHEAD_KB)
-        if on_ready is not None:
-            on_ready()
 
 
 def _set_read_ahead(mountpoint: str, kb: int) -> None:
@@ -154,14 +214,6 @@ async def _run_flusher(fs: Filesystem, *, task_status: Any = trio.TASK_STATUS_IG
     await fs.run_flusher(task_status=task_status)
 
 
-async def _request_loop(cancel_scope: trio.CancelScope) -> None:
-    """pyfuse3.main until the session ends; then stop everything else too."""
-    try:
-        await session_main()
-    finally:
-        cancel_scope.cancel()
-
-
 async def _watch_signals(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
@@ -169,3 +221,56 @@ async def _watch_signals(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None
             log.info("%s: unmounting", signal.Signals(signum).name)
             session_terminate()
             return
+
+
+# -- the command line's server ----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MountConfig:
+    mountpoint: str
+    capacity_blocks: int
+    policy: Policy = DEFAULT_POLICY
+    debug: bool = False
+    writeback_cache: bool = False
+
+
+def serve(config: MountConfig, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Mount a new filesystem on `config.mountpoint`, serve it until it is unmounted or
+    the process gets SIGINT/SIGTERM, then unmount.
+
+    `on_ready` is called once the mount serves requests. Raises MountError when the
+    mount cannot be made; blocks otherwise.
+    """
+    _tune_malloc(keep_bytes=config.capacity_blocks * BLOCK_SIZE)
+    trio.run(_serve, config, on_ready)
+
+
+async def _serve(config: MountConfig, on_ready: Callable[[], None] | None) -> None:
+    fs = Filesystem(capacity_blocks=config.capacity_blocks, policy=config.policy)
+    async with serving(
+        fs,
+        config.mountpoint,
+        writeback_cache=config.writeback_cache,
+        debug=config.debug,
+        handle_signals=True,
+    ) as m:
+        if on_ready is not None:
+            on_ready()
+        await m.wait_ended()
+
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 4 << 20  # above the largest FUSE request buffer (1 MiB + header)
+_MAX_KEEP = 1 << 30
+
+
+def _tune_malloc(*, keep_bytes: int) -> None:
+    """glibc only: keep freed heap up to the capacity; request buffers from the heap."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, max(min(keep_bytes, _MAX_KEEP), 128 << 10))
