@@ -405,8 +405,10 @@ class SimFile:
         return self.policy.accounts_dirty
 
     def file_update_time(self) -> None:
-        """The core's mtime update for a store without a hook (``file_update_time``)."""
+        """The core's mtime update for a store without a hook (``file_update_time``);
+        the page it made writable will take stores the mount must hear of."""
         self.inode.touch_modified(self.fs.clock())
+        self.fs.note_mapped_writer(self.inode.ino)
 
     async def fsync(self, start: int = 0, end: int = -1) -> None:
         """``vfs_fsync_range``: write back bytes ``start..end``, report an error once."""

@@ -173,3 +173,16 @@ async def test_coherence_notifications() -> None:
     rig.fs.notify_mapped_stores()
     assert seen == [rig.f.ino] * 3
     rig.check()
+
+
+async def test_coherence_notifications_without_a_hook() -> None:
+    rig = await make_rig(Policy.LEGACY)
+    seen: list[int] = []
+    rig.fs.on_invalidate = seen.append
+    assert await rig.proc.load(rig.addr, 1) == b"\0"  # read-only PTE (write-notify)
+    rig.fs.notify_mapped_stores()
+    assert seen == []
+    assert await rig.store(0, b"s")  # write-protect fault handled by the core alone
+    rig.fs.notify_mapped_stores()
+    assert seen == [rig.f.ino]
+    rig.check()
