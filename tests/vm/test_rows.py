@@ -249,3 +249,17 @@ async def test_legacy_profile_ignores_the_hook() -> None:
     assert rig.data.counters.mkwrite_calls == 0
     assert rig.data.lost_bytes == PAGE
     rig.check()
+
+
+async def test_row11_on_2_6_18_is_a_bogus_sigbus(autojump_clock: trio.testing.MockClock) -> None:
+    """The 2.6.18 hook could only say yes or no: NOPAGE after a racing hole punch became
+    SIGBUS (fixed by 56a76f8275c3).  Nothing is leaked either way."""
+    rig = await make_rig(R, profile="2.6.18", mkwrite_latency=1.0)
+    assert await rig.proc.load(rig.addr, 1) == b"\0"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.store, 0, b"P")
+        await trio.sleep(0.5)
+        await rig.fs.fallocate(rig.f.fh, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PAGE)
+    assert len(rig.sigbus) == 1
+    assert rig.fs.space.reserved == 0
+    rig.check()
