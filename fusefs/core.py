@@ -37,7 +37,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -143,6 +143,9 @@ class Filesystem:
         self.writeback_latency = writeback_latency
         self.cache = BackingCache(cache_write_latency)
         self.vm_totals = VmCounters()
+        # Dirty throttling for stores (balance_dirty_pages): None, or a coroutine
+        # function the fault path awaits after dirtying a page of the given file.
+        self.balance_dirty: Callable[[FileData], Awaitable[None]] | None = None
         self._mapped_writers: set[int] = set()
         self.max_inodes = max_inodes if max_inodes is not None else max(capacity_blocks, 1 << 16)
         self.clock = clock

@@ -410,6 +410,13 @@ class SimFile:
         self.inode.touch_modified(self.fs.clock())
         self.fs.note_mapped_writer(self.inode.ino)
 
+    async def balance_dirty_pages_ratelimited(self) -> None:
+        """Called by the fault path after it dirtied a page: the filesystem's dirty
+        throttle (``Filesystem.balance_dirty``, e.g. a ``sim_mmu`` bdi model), if any."""
+        balance = self.fs.balance_dirty
+        if balance is not None:
+            await balance(self.data)
+
     async def fsync(self, start: int = 0, end: int = -1) -> None:
         """``vfs_fsync_range``: write back bytes ``start..end``, report an error once."""
         if self.closed:

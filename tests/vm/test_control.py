@@ -186,3 +186,18 @@ async def test_coherence_notifications_without_a_hook() -> None:
     rig.fs.notify_mapped_stores()
     assert seen == [rig.f.ino]
     rig.check()
+
+
+async def test_balance_dirty_is_called_after_a_store_dirties_a_page() -> None:
+    rig = await make_rig(Policy.RESERVE)
+    calls: list[int] = []
+
+    async def balance(data: object) -> None:
+        calls.append(rig.data.nr_dirty)
+
+    rig.fs.balance_dirty = balance
+    assert await rig.store(0, b"a")
+    assert await rig.store(0, b"b")  # no fault: no call
+    assert await rig.store(1, b"c")
+    assert calls == [1, 2]
+    rig.check()
