@@ -1,4 +1,4 @@
-"""The `mkwritefs` command: mount, umount, stat (and room for more subcommands).
+"""The `mkwritefs` command: mount, umount, stat, set (and room for more subcommands).
 
 Every subcommand registers itself in `COMMANDS` with `@command(...)`: a function that adds
 its arguments and a function that runs it and returns the exit status. Exit statuses:
@@ -15,6 +15,7 @@ message to the waiting parent through a pipe; the parent exits 0 or 2 accordingl
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from fusefs import mountinfo
+from fusefs.errors import FsError
+from fusefs.policy import DEFAULT_POLICY, Policy, parse_policy
 
 if TYPE_CHECKING:  # fusefs.mount imports pyfuse3: only `mount` needs it at run time
     from fusefs.mount import MountConfig
@@ -36,8 +39,12 @@ if TYPE_CHECKING:  # fusefs.mount imports pyfuse3: only `mount` needs it at run 
 BLOCK_SIZE = 4096
 DEFAULT_SIZE = "64M"
 FUSE_DEVICE = "/dev/fuse"
-ROOT_FIGURES = ("capacity_blocks", "free_blocks", "reserved_blocks", "allocated_blocks")
-FILE_FIGURES = ("allocated_blocks", "reserved_blocks", "dirty_pages")
+BLOCK_FIGURES = ("capacity_blocks", "free_blocks", "reserved_blocks", "allocated_blocks")
+# What the write-notification hooks and writeback counted (root: totals; file: its own).
+COUNTERS = ("mkwrite_calls", "sigbus", "writeback_errors", "lost_bytes")
+SETTINGS = ("policy", "writeback_interval", "dirty_expire")
+ROOT_FIGURES = (*BLOCK_FIGURES, *COUNTERS, *SETTINGS)
+FILE_FIGURES = ("allocated_blocks", "reserved_blocks", "dirty_pages", *COUNTERS)
 XATTR_PREFIX = "user.mkwritefs."
 FS_TYPE = "fuse.mkwritefs"
 UMOUNT_WAIT = 10.0
@@ -106,6 +113,13 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
         f"4096-byte blocks (default {DEFAULT_SIZE})",
     )
     parser.add_argument(
+        "--policy",
+        default=str(DEFAULT_POLICY),
+        help="what a store through a shared mapping does: "
+        f"{', '.join(p.value for p in Policy)} (default {DEFAULT_POLICY}); "
+        "the mount's owner can change it later with `mkwritefs set DIR policy=P`",
+    )
+    parser.add_argument(
         "--foreground", "-f", action="store_true", help="serve in this process until unmounted"
     )
     parser.add_argument(
@@ -124,8 +138,12 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_mount_input(args: argparse.Namespace) -> tuple[str, int]:
+def _check_mount_input(args: argparse.Namespace) -> tuple[str, int, Policy]:
     blocks = parse_size(args.size)
+    try:
+        policy = parse_policy(args.policy)
+    except FsError as exc:
+        raise UsageError(f"invalid policy: {exc.detail}") from None
     mountpoint = os.path.realpath(args.dir)
     if find_mount(mountpoint) is not None:
         raise UsageError(f"{args.dir} is already a mount point")
@@ -140,7 +158,7 @@ def _check_mount_input(args: argparse.Namespace) -> tuple[str, int]:
         raise UsageError(f"{FUSE_DEVICE} is missing: load the fuse module (modprobe fuse)")
     if os.getuid() != 0 and shutil.which("fusermount3") is None:
         raise UsageError("fusermount3 not found: install fuse3 (needed to mount as non-root)")
-    return mountpoint, blocks
+    return mountpoint, blocks, policy
 
 
 def _setup_logging(debug: bool) -> None:
@@ -159,12 +177,13 @@ def _setup_logging(debug: bool) -> None:
     add_arguments=_mount_arguments,
 )
 def run_mount(args: argparse.Namespace) -> int:
-    mountpoint, blocks = _check_mount_input(args)
+    mountpoint, blocks, policy = _check_mount_input(args)
     from fusefs.mount import MountConfig
 
     config = MountConfig(
         mountpoint=mountpoint,
         capacity_blocks=blocks,
+        policy=policy,
         debug=args.debug,
         writeback_cache=args.writeback_cache,
     )
@@ -351,14 +370,27 @@ def _stat_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def read_figures(path: str) -> tuple[str, dict[str, int]]:
+Figure = int | float | str
+
+
+def _figure(raw: bytes) -> Figure:
+    text = raw.decode(errors="replace")
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            continue
+    return text
+
+
+def read_figures(path: str) -> tuple[str, dict[str, Figure]]:
     """('filesystem' | 'file', {name: value}) from the user.mkwritefs.* xattrs of `path`."""
     is_root = find_mount(os.path.realpath(path)) is not None
     kind, names = ("filesystem", ROOT_FIGURES) if is_root else ("file", FILE_FIGURES)
     figures = {}
     for name in names:
         try:
-            figures[name] = int(os.getxattr(path, XATTR_PREFIX + name))
+            figures[name] = _figure(os.getxattr(path, XATTR_PREFIX + name))
         except FileNotFoundError:
             raise UsageError(f"{path}: no such file or directory") from None
         except OSError as exc:
@@ -368,10 +400,13 @@ def read_figures(path: str) -> tuple[str, dict[str, int]]:
 
 @command(
     "stat",
-    help="show the space figures of a mkwritefs or of one file in it",
+    help="show the figures and settings of a mkwritefs or of one file in it",
     description="Print the user.mkwritefs.* figures: for the mount point, the filesystem's "
-    "capacity and free, reserved and allocated 4096-byte blocks; for a file, its "
-    "allocated and reserved blocks and dirty pages.",
+    "capacity and free, reserved and allocated 4096-byte blocks, the totals of the "
+    "write-notification counters (page_mkwrite calls, SIGBUS delivered, writeback errors, "
+    "bytes acknowledged to a writer and then lost at writeback) and the settings (policy, "
+    "flusher interval and dirty expiry); for a file, its allocated and reserved blocks, "
+    "dirty pages and its own counters.",
     add_arguments=_stat_arguments,
 )
 def run_stat(args: argparse.Namespace) -> int:
@@ -382,12 +417,106 @@ def run_stat(args: argparse.Namespace) -> int:
     what = "mkwritefs filesystem" if kind == "filesystem" else "file on mkwritefs"
     print(f"{args.path} ({what}; blocks and pages are {BLOCK_SIZE} bytes)")
     for name, value in figures.items():
-        print(f"  {name:<18} {value:>10}  {_mib(value * BLOCK_SIZE):>10}")
+        print(f"  {name:<18} {value!s:>10}  {_unit(name, value)}".rstrip())
     return 0
+
+
+def _unit(name: str, value: Figure) -> str:
+    if name in ("writeback_interval", "dirty_expire"):
+        return "s"
+    if not isinstance(value, int):
+        return ""
+    if name.endswith(("_blocks", "_pages")):
+        return f"{_mib(value * BLOCK_SIZE):>10}"
+    if name == "lost_bytes":
+        return f"{_mib(value):>10}"
+    return ""
 
 
 def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
+
+
+# -- set --------------------------------------------------------------------------------
+
+
+def _set_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mount", metavar="MOUNT", help="the mount point")
+    parser.add_argument(
+        "settings",
+        metavar="KEY=VALUE",
+        nargs="+",
+        help="policy=P (" + ", ".join(p.value for p in Policy) + "), capacity_blocks=N "
+        "(not below what is allocated and reserved), writeback_interval=SECONDS, "
+        "dirty_expire=SECONDS",
+    )
+
+
+def _parse_setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"expected KEY=VALUE, got {text!r}")
+    return key, value.strip()
+
+
+def _check_known(mount: str, key: str) -> None:
+    try:
+        os.getxattr(mount, XATTR_PREFIX + key)
+    except OSError as exc:
+        if exc.errno == errno.ENODATA:
+            raise UsageError(f"unknown setting {key!r}") from None
+        raise UsageError(f"{mount}: {exc.strerror}") from None
+
+
+def _is_owner(mount: str) -> bool:
+    uid = os.geteuid()
+    return uid == 0 or os.stat(mount).st_uid == uid
+
+
+def _set_error(mount: str, key: str, value: str, exc: OSError) -> str:
+    # EACCES: the kernel's own check (user.* xattrs need write permission on the root).
+    if exc.errno in (errno.EPERM, errno.EACCES) and not _is_owner(mount):
+        return "only the mount's owner may change settings"
+    if exc.errno == errno.EPERM:
+        return f"{key} is a figure, not a setting: it cannot be changed"
+    if exc.errno == errno.EINVAL:
+        return f"bad value {value!r} for {key}"
+    if exc.errno == errno.ENODATA:
+        return f"unknown setting {key!r}"
+    return f"cannot set {key}: {exc.strerror}"
+
+
+@command(
+    "set",
+    help="change settings of a mounted mkwritefs (its owner only)",
+    description="Set user.mkwritefs.KEY to VALUE on the root of the mkwritefs mounted on "
+    "MOUNT, for each KEY=VALUE in order: the write-notification policy, the capacity, "
+    "the flusher's interval and dirty expiry. Only the mount's owner (or root) may. A "
+    "bad value changes nothing and is reported on one line (exit status 2).",
+    add_arguments=_set_arguments,
+)
+def run_set(args: argparse.Namespace) -> int:
+    mountpoint = os.path.realpath(args.mount)
+    fstype = find_mount(mountpoint)
+    if fstype is None:
+        raise UsageError(f"{args.mount} is not a mount point")
+    if fstype != FS_TYPE:
+        raise UsageError(f"{args.mount} is a {fstype} mount, not mkwritefs")
+    settings = [_parse_setting(text) for text in args.settings]
+    for key, _ in settings:
+        _check_known(args.mount, key)
+    done: list[str] = []
+    for key, value in settings:
+        try:
+            os.setxattr(args.mount, XATTR_PREFIX + key, value.encode())
+        except OSError as exc:
+            message = _set_error(args.mount, key, value, exc)
+            if done:
+                message += f" ({', '.join(done)} already set)"
+            raise UsageError(message) from None
+        done.append(key)
+    return 0
 
 
 # -- entry point ------------------------------------------------------------------------
