@@ -256,6 +256,9 @@ class FuseVmOps(FileVmOps):
             except BaseException:
                 page.unlock()
                 raise
+            if page.mapping is not self.data.mapping:  # truncated while we waited
+                page.unlock()
+                return _NOPAGE
         self._made_writable()
         return _LOCKED
 
@@ -286,7 +289,7 @@ class CacheVmOps(FileVmOps):
         except BaseException:
             page.unlock()
             raise
-        if page.mapping is not self.data.mapping:  # cannot happen under the lock; be sure
+        if page.mapping is not self.data.mapping:  # truncated while we slept (locked)
             page.unlock()
             return _NOPAGE
         self._made_writable()

@@ -304,3 +304,34 @@ async def test_row32_mtime_on_first_store_after_clean(policy: Policy) -> None:
     assert await rig.store(0, b"3")  # first store after the page was cleaned
     assert inode.mtime_ns > t1
     rig.check()
+
+
+async def test_truncate_while_cache_write_holds_the_page(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Truncate removes a locked page too: the cache hook finds it gone when its write
+    ends and answers NOPAGE; the refault is past EOF."""
+    rig = await make_rig(Policy.CACHE, cache_write_latency=1.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.store, 3, b"c")
+        await trio.sleep(0.5)
+        await rig.fs.setattr(rig.f.ino, size=PAGE, ctx=ROOT)
+    assert len(rig.sigbus) == 1
+    assert rig.data.nr_dirty == 0
+    rig.check()
+
+
+async def test_truncate_while_fuse_hook_waits_for_writeback(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = await make_rig(Policy.FUSE, writeback_latency=1.0)
+    assert await rig.store(3, b"a")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.data.writeback)
+        await trio.sleep(0.25)
+        nursery.start_soon(rig.store, 3, b"b")  # waits for the I/O in the hook
+        await trio.sleep(0.25)
+        await rig.fs.setattr(rig.f.ino, size=PAGE, ctx=ROOT)
+    assert len(rig.sigbus) == 1
+    assert rig.fs.space.allocated == 0
+    rig.check()
