@@ -309,13 +309,19 @@ class FileData:
             page = pages.get(index)
             slow = False
             if page is None:
+                if index not in allocated and not pool.reserve(1):
+                    break
+                if chunk == PAGE_SIZE:
+                    # A whole new page: build it from the data (no zero-fill, no copy).
+                    page = mapping.add_page(index, src[done : done + PAGE_SIZE])
+                    if index not in allocated:
+                        reserved.add(page)
+                    mapping.set_page_dirty(page)
+                    done += chunk
+                    continue
+                page = mapping.add_page(index)
                 if index not in allocated:
-                    if not pool.reserve(1):
-                        break
-                    page = mapping.add_page(index)
                     reserved.add(page)
-                else:
-                    page = mapping.add_page(index)
             elif page.locked or page.writeback:
                 slow = True
                 page = await self._get_locked_page_with_space(index)
