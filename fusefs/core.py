@@ -150,6 +150,8 @@ class Filesystem:
         self.max_inodes = max_inodes if max_inodes is not None else max(capacity_blocks, 1 << 16)
         self.clock = clock
         self.on_invalidate: Callable[[int], None] | None = None
+        # A trace of space and writeback events: (ino, kind, page index, detail).
+        self.on_vm_event: Callable[[int, str, int, str], None] | None = None
         # Set by the adapter: a name appeared or went without a request (negative dentry).
         self.on_invalidate_entry: Callable[[int, bytes], None] | None = None
         self.inodes: dict[int, Inode] = {}
@@ -205,6 +207,7 @@ class Filesystem:
             inode.data.on_invalidate = partial(self._invalidate, inode.ino)
             inode.data.totals = self.vm_totals
             inode.data.io_latency = self.writeback_latency
+            inode.data.on_event = partial(self._vm_event, inode.ino)
         self.inodes[inode.ino] = inode
         return inode
 
@@ -222,6 +225,10 @@ class Filesystem:
                 self.cache.forget(inode.ino)
                 self._mapped_writers.discard(inode.ino)
             del self.inodes[inode.ino]
+
+    def _vm_event(self, ino: int, kind: str, index: int, detail: str) -> None:
+        if self.on_vm_event is not None:
+            self.on_vm_event(ino, kind, index, detail)
 
     def _invalidate(self, ino: int) -> None:
         if self.on_invalidate is not None:

@@ -109,6 +109,8 @@ class FileData:
         self.io_latency = 0.0
         self._inject: tuple[int, int] = (0, 0)
         self.writeback_log: list[tuple[int, bytes]] | None = None
+        # Set by the filesystem: a trace of space and writeback events (kind, page, detail).
+        self.on_event: Callable[[str, int, str], None] | None = None
         # i_rwsem: write, truncate and fallocate of one file run one at a time.
         self.i_rwsem = trio.Lock()
 
@@ -167,8 +169,10 @@ class FileData:
         if page.index in self.allocated or page in self.reserved_pages:
             return True
         if not self.pool.reserve(1):
+            self._event("reserve", page.index, "ENOSPC")
             return False
         self.reserved_pages.add(page)
+        self._event("reserve", page.index, "reserved")
         return True
 
     def reserve_cow(self, page: Page) -> bool:
@@ -183,8 +187,10 @@ class FileData:
         if page in self.cow_reserved:
             return True
         if not self.pool.reserve(1):
+            self._event("reserve", page.index, "copy-on-write: ENOSPC")
             return False
         self.cow_reserved.add(page)
+        self._event("reserve", page.index, "copy-on-write: reserved")
         return True
 
     def adopt_inflight(self, page: Page, *, cow: bool) -> None:
@@ -545,9 +551,11 @@ class FileData:
         as the kernel leaves it after a failed write.
         """
         if page.index << PAGE_SHIFT >= self.size:
+            self._event("writeback", page.index, "beyond EOF: dropped")
             self._drop_page(page)
             return
         if not self.allocate_for_writeback(page):
+            self._event("writeback", page.index, "ENOSPC: page dropped, data lost")
             self.mapping.wb_err.set_error(errno.ENOSPC)
             self.count("writeback_errors")
             self.count("lost_bytes", min(PAGE_SIZE, self.size - (page.index << PAGE_SHIFT)))
@@ -562,9 +570,15 @@ class FileData:
             self._inject = (err, left - 1)
             self.mapping.wb_err.set_error(err)
             self.count("writeback_errors")
+            self._event("writeback", page.index, errno.errorcode.get(err, str(err)))
             return
+        self._event("writeback", page.index, "written")
         if self.writeback_log is not None:
             self.writeback_log.append((page.index, bytes(page.data)))
+
+    def _event(self, kind: str, index: int, detail: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, index, detail)
 
     def _drop_page(self, page: Page) -> None:
         self.release_page_space(page)
