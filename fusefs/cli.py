@@ -73,7 +73,7 @@ COMMANDS: dict[str, Command] = {}
 
 # Modules that register more subcommands with @command when imported, one module per
 # tool (e.g. "fusefs.fsck"); build_parser imports them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("fusefs.scenario_cli",)
 
 
 def command(

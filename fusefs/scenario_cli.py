@@ -1,0 +1,129 @@
+"""`mkwritefs scenario list|run`: the scenario library on the command line.
+
+`list` prints one scenario a line, its name first, then its one-line story. `run` plays
+one scenario (a name from the library, or a file) under one policy or all it declares,
+each on a fresh filesystem mounted in a temporary directory (or `--mount DIR`), and
+prints a table (`--policy all`), the expectations of one policy, or with `--json` one
+object. Exit status: 0 every expectation held, 1 one failed, 2 bad scenario or arguments
+(one line on stderr: file and line for a bad scenario). Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from fusefs.cli import UsageError, command
+from fusefs.scenario import ALL, Scenario, ScenarioError, find, load_file, scenario_files
+from sim_mmu.profile import PROFILES
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("list", help="the scenarios, one a line: name, then story")
+    run = sub.add_parser("run", help="play a scenario under one policy or all")
+    run.add_argument("scenario", metavar="NAME|FILE")
+    run.add_argument("--policy", default="all",
+                     help=f"one of {', '.join(ALL)}, or all (default: all the scenario declares)")
+    run.add_argument("--profile", choices=list(PROFILES),
+                     help="kernel profile (default: the scenario's)")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--trace", metavar="FILE",
+                     help="write the events: Chrome trace JSON (Perfetto), or JSON lines "
+                     "when FILE ends in .jsonl")
+    run.add_argument("--mount", metavar="DIR", help="mount on DIR (default: a temporary one)")
+    run.add_argument("--keep", action="store_true",
+                     help="leave the (last) mount up after the run, until Ctrl-C")  # fmt: skip
+
+
+@command(
+    "scenario",
+    help="list or run ENOSPC/page_mkwrite scenarios, side by side per policy",
+    description="Scenarios of scripts/scenarios: a story played by simulated processes "
+    "on a filesystem that is also mounted, under each write-notification policy.",
+    add_arguments=_arguments,
+)
+def _scenario(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return _list()
+    return _run(args)
+
+
+def _list() -> int:
+    bad = 0
+    for path in scenario_files():
+        try:
+            s = load_file(path)
+        except ScenarioError as exc:
+            print(exc, file=sys.stderr)
+            bad += 1
+            continue
+        print(f"{s.name}  {s.story}")
+    return 2 if bad else 0
+
+
+def _load(args: argparse.Namespace) -> tuple[Scenario, list[str]]:
+    try:
+        scenario = load_file(find(args.scenario))
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    if args.policy == "all":
+        return scenario, list(scenario.policies)
+    if args.policy not in ALL:
+        raise UsageError(f"unknown policy {args.policy!r} (known: {', '.join(ALL)}, all)")
+    if args.policy not in scenario.policies:
+        raise UsageError(f"scenario {scenario.name} is told under "
+                         f"{', '.join(scenario.policies)}, not {args.policy}")  # fmt: skip
+    return scenario, [args.policy]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fusefs import runner, scenario_report
+
+    scenario, policies = _load(args)
+    if args.mount is not None and not os.path.isdir(args.mount):
+        raise UsageError(f"mount point {args.mount} is not an existing directory")
+    if args.trace is not None:
+        _check_writable(args.trace)
+    results = []
+    for n, policy in enumerate(policies, start=1):
+        print(f"[{n}/{len(policies)}] {scenario.name}: policy {policy}...", file=sys.stderr,
+              flush=True)  # fmt: skip
+        keep = _keep if args.keep and n == len(policies) else None
+        result = runner.play(scenario, policy, profile=args.profile, mountpoint=args.mount,
+                             keep=keep)  # fmt: skip
+        held = sum(e.held for e in result.expectations)
+        print(f"      {held}/{len(result.expectations)} expectations held", file=sys.stderr,
+              flush=True)  # fmt: skip
+        results.append(result)
+    if args.json:
+        print(json.dumps(scenario_report.as_json(scenario.name, results)))
+    else:
+        print(f"{scenario.name}: {scenario.story}")
+        if len(results) > 1:
+            print(scenario_report.table(results))
+            for line in scenario_report.failures(results):
+                print(f"FAILED {line}")
+        else:
+            print(scenario_report.details(results[0]))
+    if args.trace is not None:
+        with open(args.trace, "w") as fp:
+            count = scenario_report.write_trace(fp, scenario.name, results,
+                                                jsonl=args.trace.endswith(".jsonl"))  # fmt: skip
+        print(f"trace: {count} events in {args.trace}", file=sys.stderr)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _check_writable(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise UsageError(f"cannot write the trace to {path}: {directory} is not writable")
+
+
+async def _keep(m: Any) -> None:
+    print(f"mounted on {m.mountpoint}; look around (ls, df, getfattr -d -m user.mkwritefs); "
+          "Ctrl-C to unmount", file=sys.stderr, flush=True)  # fmt: skip
+    await m.wait_ended()
