@@ -370,6 +370,11 @@ class Run:
         expected = step.args["expected"]
         if isinstance(expected, Per):
             expected = expected.resolve(self.policy)
+        if isinstance(expected, tuple):
+            expected = tuple(v.resolve(self.policy) if isinstance(v, Per) else v
+                             for v in expected)  # fmt: skip
+            if MISSING in expected:
+                return
         if expected is MISSING:
             return
         try:
@@ -378,7 +383,8 @@ class Run:
             actual = f"cannot observe: {exc!r}"
         if step.kind == "expect_took":
             held = isinstance(actual, float) and expected[0] <= actual < expected[1]
-            detail = f"took {actual:.3f} s" if isinstance(actual, float) else str(actual)
+            took = f"{actual:.3f} s" if isinstance(actual, float) else str(actual)
+            detail = f"took {took}, expected at least {expected[0]}, less than {expected[1]}"
         else:
             held = actual == expected
             detail = _show(actual) if held else f"expected {_show(expected)}, got {_show(actual)}"
@@ -566,6 +572,8 @@ def _number(text: str) -> Any:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, bytes) and len(value) > 1 and len(set(value)) == 1:
+        return f"{value[:1]!r} * {len(value)}"
     if isinstance(value, bytes) and len(value) > 24:
         return repr(value[:24]) + f"...({len(value)} bytes)"
     return repr(value) if isinstance(value, bytes | str) else str(value)

@@ -430,9 +430,11 @@ def per(groups: dict[Any, Any] | None = None, /, *, default: Any = MISSING, **by
     return Per(table, default)
 
 
-def _expect(kind: str, label: str, expected: Any, **args: Any) -> None:
+def _expect(kind: str, label: str, expected: Any, when: str = "", **args: Any) -> None:
     step = _add(kind, expected=expected, **args)
     step.label = ("mount: " if _builder().mounted and kind in _MOUNT_KINDS else "") + label
+    if when:
+        step.label += f", {when}"
 
 
 _MOUNT_KINDS = {"expect_df", "expect_data", "expect_attr"}
@@ -454,45 +456,46 @@ def expect_loaded(name: str, data: Any) -> None:
     _expect("expect_loaded", f"{_named(name)}: bytes loaded", data, step=name)
 
 
-def expect_took(name: str, *, at_least: float = 0.0, less_than: float = float("inf")) -> None:
-    """The virtual seconds the act step ``name`` took."""
-    _expect("expect_took", f"{_named(name)}: took {at_least} s or more"
-            if at_least else f"{name}: took less than {less_than} s",
-            (at_least, less_than), step=name)  # fmt: skip
+def expect_took(name: str, *, at_least: Any = 0.0, less_than: Any = float("inf")) -> None:
+    """The virtual seconds the act step ``name`` took (each bound may be ``per(...)``)."""
+    _expect("expect_took", f"{_named(name)}: time taken", (at_least, less_than), step=name)
 
 
-def expect_df(*, free: Any = MISSING, reserved: Any = MISSING, allocated: Any = MISSING) -> None:
+def expect_df(*, free: Any = MISSING, reserved: Any = MISSING, allocated: Any = MISSING,
+              when: str = "") -> None:  # fmt: skip
     """Free/reserved/allocated blocks (before mount(): the filesystem's figures; after:
     statvfs and the root's user.mkwritefs.* attributes)."""
     for figure, value in (("free", free), ("reserved", reserved), ("allocated", allocated)):
         if value is not MISSING:
-            _expect("expect_df", f"df: {figure} blocks", value, figure=figure)
+            _expect("expect_df", f"df: {figure} blocks", value, when, figure=figure)
 
 
-def expect_data(file: str | Handle, offset: int, data: Any) -> None:
+def expect_data(file: str | Handle, offset: int, data: Any, *, when: str = "") -> None:
     """What the file holds at ``offset`` (read(2) through the mount after mount())."""
     n = len(data) if isinstance(data, bytes) else len(next(iter(data.by_policy.values())))
-    _expect("expect_data", f"{_file(file)} holds ...@{offset}", data, path=_file(file),
+    what = "read(2) of" if _builder().mounted else "contents of"
+    _expect("expect_data", f"{what} {_file(file)} at {offset}", data, when, path=_file(file),
             offset=offset, length=n)  # fmt: skip
 
 
-def expect_attr(file: str | Handle, attr: str, value: Any) -> None:
+def expect_attr(file: str | Handle, attr: str, value: Any, *, when: str = "") -> None:
     """A ``user.mkwritefs.<attr>`` attribute of ``file`` ("/": the filesystem's)."""
-    _expect("expect_attr", f"{_file(file)} user.mkwritefs.{attr}", value, path=_file(file),
-            attr=attr)  # fmt: skip
+    _expect("expect_attr", f"{_file(file)} user.mkwritefs.{attr}", value, when,
+            path=_file(file), attr=attr)  # fmt: skip
 
 
-def expect_sim(counter: str, value: Any) -> None:
+def expect_sim(counter: str, value: Any, *, when: str = "") -> None:
     """A counter of the simulated MMU (faults, wp_faults, cow_copies, sigbus, ...)."""
-    _expect("expect_sim", f"mmu: {counter}", value, counter=counter)
+    _expect("expect_sim", f"mmu: {counter}", value, when, counter=counter)
 
 
-def expect_pte(m: Map, page: int, *, writable: Any = MISSING, dirty: Any = MISSING) -> None:
+def expect_pte(m: Map, page: int, *, writable: Any = MISSING, dirty: Any = MISSING,
+               when: str = "") -> None:  # fmt: skip
     """The page-table entry of page ``page`` of ``m`` (None: not present)."""
     for bit, value in (("writable", writable), ("dirty", dirty)):
         if value is not MISSING:
-            _expect("expect_pte", f"pte of page {page}: {bit}", value, map=_map(m), page=page,
-                    bit=bit)  # fmt: skip
+            _expect("expect_pte", f"pte of page {page}: {bit}", value, when, map=_map(m),
+                    page=page, bit=bit)  # fmt: skip
 
 
 def expect_cache(*, captures: Any = MISSING, first: Any = MISSING) -> None:
