@@ -557,4 +557,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported fusefs.cli, where COMMAND_MODULES register their subcommands.
+    from fusefs.cli import main as _main
+
+    sys.exit(_main())
