@@ -54,6 +54,7 @@ class ExpectationResult:
     held: bool
     detail: str
     line: int = 0
+    seen: str = ""  # what was observed, short (a table cell)
 
 
 @dataclass(frozen=True)
@@ -388,7 +389,7 @@ class Run:
         else:
             held = actual == expected
             detail = _show(actual) if held else f"expected {_show(expected)}, got {_show(actual)}"
-        self.results.append(ExpectationResult(step.label, held, detail, step.line))
+        self.results.append(ExpectationResult(step.label, held, detail, step.line, _short(actual)))
 
     async def observe(self, step: Step) -> Any:
         a = step.args
@@ -569,6 +570,14 @@ def _number(text: str) -> Any:
         return int(text)
     except ValueError:
         return text
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}s"
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    text = text.replace("\0", ".")
+    return text if len(text) <= 9 else text[:8] + "…"
 
 
 def _show(value: Any) -> str:

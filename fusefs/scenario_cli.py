@@ -47,21 +47,25 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments=_arguments,
 )
 def _scenario(args: argparse.Namespace) -> int:
-    if args.action == "list":
-        return _list()
-    return _run(args)
+    try:
+        return _list() if args.action == "list" else _run(args)
+    except BrokenPipeError:  # `| head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _list() -> int:
     bad = 0
+    scenarios = []
     for path in scenario_files():
         try:
-            s = load_file(path)
+            scenarios.append(load_file(path))
         except ScenarioError as exc:
             print(exc, file=sys.stderr)
             bad += 1
-            continue
-        print(f"{s.name}  {s.story}")
+    width = max((len(s.name) for s in scenarios), default=0)
+    for s in scenarios:
+        print(f"{s.name:<{width}}  {s.story}")
     return 2 if bad else 0
 
 

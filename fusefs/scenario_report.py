@@ -28,28 +28,35 @@ def as_json(scenario: str, results: list[PolicyResult]) -> dict[str, Any]:
 
 
 def table(results: list[PolicyResult]) -> str:
-    """A column per policy, a row per expectation (held / FAILED / - not checked), then
-    the counters."""
+    """A column per policy, a row per expectation, then the counters. A cell is what was
+    seen, marked ✓ (as expected) or ✗ (not); "-": not checked under that policy."""
     names: list[str] = []
     for r in results:
         for e in r.expectations:
             if e.name not in names:
                 names.append(e.name)
-    width = max(8, *(len(r.policy) + 2 for r in results))
+    width = max(13, *(len(r.policy) + 2 for r in results))
     label = max(len(n) for n in [*names, *COUNTER_ROWS]) + 2
     lines = ["".ljust(label) + "".join(r.policy.rjust(width) for r in results)]
     for name in names:
         cells = []
         for r in results:
             found = [e for e in r.expectations if e.name == name]
-            cell = "-" if not found else "held" if all(e.held for e in found) else "FAILED"
-            cells.append(cell.rjust(width))
+            cells.append(_cell(found).rjust(width))
         lines.append(name.ljust(label) + "".join(cells))
     lines.append("")
     for counter in COUNTER_ROWS:
         cells = [str(r.counters.get(counter)).replace("None", "n/a").rjust(width) for r in results]
         lines.append(counter.ljust(label) + "".join(cells))
     return "\n".join(lines)
+
+
+def _cell(found: list[Any]) -> str:
+    if not found:
+        return "-"
+    held = all(e.held for e in found)
+    seen = found[-1].seen if len(found) == 1 else ""
+    return f"{seen} {'✓' if held else '✗'}".strip()
 
 
 def details(result: PolicyResult) -> str:

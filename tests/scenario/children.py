@@ -1,0 +1,25 @@
+"""What the scenario tests run in child processes (spawned: importable by reference)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fusefs.runner import play
+from fusefs.scenario import load_file
+
+
+def play_files(paths: list[str], mountpoint: str) -> dict[str, dict[str, Any]]:
+    """Play every scenario of ``paths`` under each policy it declares, mounting on
+    ``mountpoint`` each time: {name: {policy: [failed expectation, ...]}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        scenario = load_file(path)
+        out[scenario.name] = {}
+        for policy in scenario.policies:
+            result = play(scenario, policy, mountpoint=mountpoint)
+            out[scenario.name][policy] = {
+                "failed": [f"{e.name}: {e.detail}" for e in result.expectations if not e.held],
+                "checked": len(result.expectations),
+                "mount_checks": sum(e.name.startswith("mount: ") for e in result.expectations),
+            }
+    return out
