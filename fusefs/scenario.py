@@ -36,6 +36,7 @@ anything else is one ``ScenarioError`` naming the file and line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ from typing import Any
 
 from fusefs.policy import Policy
 from sim_mmu.profile import PROFILES
+from sim_mmu.trace import Statistics
 
 PAGE = 4096
 ALL = tuple(p.value for p in Policy)
@@ -486,6 +488,9 @@ def expect_attr(file: str | Handle, attr: str, value: Any, *, when: str = "") ->
 
 def expect_sim(counter: str, value: Any, *, when: str = "") -> None:
     """A counter of the simulated MMU (faults, wp_faults, cow_copies, sigbus, ...)."""
+    known = [f.name for f in dataclasses.fields(Statistics)]
+    if counter not in known:
+        _fail(f"unknown mmu counter {counter!r} (known: {', '.join(known)})")
     _expect("expect_sim", f"mmu: {counter}", value, when, counter=counter)
 
 
