@@ -27,9 +27,12 @@ truncation uses to unmap (``unmap_mapping_range``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NewType, Protocol
+from typing import TYPE_CHECKING, NewType, Protocol
 
 import trio
+
+if TYPE_CHECKING:
+    from sim_mmu.bdi import Bdi
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -131,16 +134,22 @@ class Page:
         if self.writeback:
             raise RuntimeError(f"{self!r} is already under writeback")
         self.writeback = True
-        if self.mapping is not None:
-            self.mapping.writeback_tag.add(self.index)
+        mapping = self.mapping
+        if mapping is not None:
+            mapping.writeback_tag.add(self.index)
+            if mapping.bdi is not None:
+                mapping.bdi.account_writeback_start()
 
     def end_writeback(self) -> None:
         """I/O done: clear PG_writeback and wake every waiter (``folio_end_writeback``)."""
         if not self.writeback:
             raise RuntimeError(f"{self!r} is not under writeback")
         self.writeback = False
-        if self.mapping is not None:
-            self.mapping.writeback_tag.discard(self.index)
+        mapping = self.mapping
+        if mapping is not None:
+            mapping.writeback_tag.discard(self.index)
+            if mapping.bdi is not None:
+                mapping.bdi.account_writeback_end()
         if self._wb_waiters is not None:
             self._wb_waiters.unpark_all()
 
@@ -206,9 +215,14 @@ class AddressSpace:
 
     ``pages`` is sparse: an index with no page is either a hole or data the filesystem
     keeps elsewhere; the page cache does not know which.
+
+    ``bdi`` (optional, kernel ``inode_to_bdi``): the backing device that accounts this
+    mapping's dirty and writeback pages (``sim_mmu.bdi.Bdi.attach`` sets it).  With a
+    ``bdi``, every page newly dirtied, cleaned for I/O, cancelled or removed dirty, and
+    every writeback start and end is reported to it.
     """
 
-    __slots__ = ("dirty_tag", "host", "i_mmap", "pages", "wb_err", "writeback_tag")
+    __slots__ = ("bdi", "dirty_tag", "host", "i_mmap", "pages", "wb_err", "writeback_tag")
 
     def __init__(self, host: object = None) -> None:
         self.host = host
@@ -217,6 +231,7 @@ class AddressSpace:
         self.writeback_tag: set[int] = set()
         self.i_mmap: set[Mapper] = set()
         self.wb_err = ErrSeq()
+        self.bdi: Bdi | None = None
 
     def __repr__(self) -> str:
         n, d = len(self.pages), len(self.dirty_tag)
@@ -257,6 +272,8 @@ class AddressSpace:
         page.dirty = True
         if page.mapping is self:
             self.dirty_tag.add(page.index)
+            if self.bdi is not None:
+                self.bdi.account_page_dirtied(self)
         return True
 
     def clear_page_dirty_for_io(self, page: Page) -> bool:
@@ -269,6 +286,7 @@ class AddressSpace:
         """
         if not page.locked:
             raise RuntimeError(f"clear_page_dirty_for_io on unlocked {page!r}")
+        was_dirty = page.dirty
         for mapper in tuple(self.i_mmap):
             if mapper.mkclean_page(page):
                 page.dirty = True
@@ -276,12 +294,20 @@ class AddressSpace:
             return False
         page.dirty = False
         self.dirty_tag.discard(page.index)
+        bdi = self.bdi
+        if bdi is not None and page.mapping is self:
+            if not was_dirty:  # a dirty PTE's store, seen only now (folio_mark_dirty)
+                bdi.account_page_dirtied(self, charge=False)
+            bdi.account_page_cleaned(self)
         return True
 
     def cancel_dirty_page(self, page: Page) -> None:
         """Drop the dirty state without writing (truncate; ``folio_cancel_dirty``)."""
+        was_dirty = page.dirty and page.mapping is self
         page.dirty = False
         self.dirty_tag.discard(page.index)
+        if was_dirty and self.bdi is not None:
+            self.bdi.account_page_cleaned(self, cancelled=True)
 
     def dirty_indices(self) -> list[int]:
         """Indices of dirty pages in file order (a walk of the dirty tag)."""
@@ -316,6 +342,12 @@ class AddressSpace:
         del self.pages[page.index]
         self.dirty_tag.discard(page.index)
         self.writeback_tag.discard(page.index)
+        bdi = self.bdi
+        if bdi is not None:  # a removed page no longer counts (its I/O is not waited for)
+            if page.dirty:
+                bdi.account_page_cleaned(self, cancelled=True)
+            if page.writeback:
+                bdi.account_writeback_end(completed=False)
         page.dirty = False
         page.mapping = None
 
