@@ -66,6 +66,7 @@ class TraceEvent:
     kind: str
     detail: str
     duration: float = 0.0  # > 0: a step that took time (a span in Perfetto)
+    page: int = -1  # the file page (pgoff) the event is about, -1: none
 
 
 @dataclass
@@ -134,7 +135,8 @@ class Run:
     # -- observers ---------------------------------------------------------------------
     def _fs_event(self, ino: int, kind: str, index: int, detail: str) -> None:
         self.fs_events.append(
-            TraceEvent(trio.current_time(), _pid.get(), kind, f"ino {ino} page {index}: {detail}")
+            TraceEvent(trio.current_time(), _pid.get(), kind, f"ino {ino} page {index}: {detail}",
+                       page=index)  # fmt: skip
         )
 
     def _dirty_pages(self) -> int:
@@ -519,7 +521,8 @@ class Run:
         tracks = {FLUSHER: "flusher"}
         for p in self.sim.processes:
             tracks[p.pid] = f"{p.name} (pid {p.pid})"
-        events = [TraceEvent(e.time, e.pid, e.kind, _sim_detail(e)) for e in self.sim.events()]
+        events = [TraceEvent(e.time, e.pid, e.kind, _sim_detail(e), page=e.pgoff)
+                  for e in self.sim.events()]  # fmt: skip
         events += self.fs_events + self.spans
         events.sort(key=lambda e: e.time)
         return PolicyResult(self.policy, self.profile, counters, self.results, events, tracks)

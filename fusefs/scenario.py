@@ -388,7 +388,14 @@ def writeback(*, delay: float = 0.0, name: str | None = None) -> None:
 
 
 def sleep(seconds: float) -> None:
+    """Let ``seconds`` of virtual time pass (the flusher runs meanwhile)."""
+    _virtual_time_only("sleep()")
     _add("sleep", seconds=seconds)
+
+
+def _virtual_time_only(what: str) -> None:
+    if _builder().mounted:
+        _fail(f"{what} goes before mount(): after it, time is real")
 
 
 @contextmanager
@@ -397,6 +404,7 @@ def together() -> Iterator[None]:
     b = _builder()
     if len(b.stack) > 1:
         _fail("together() blocks do not nest")
+    _virtual_time_only("together()")
     step = _add("together")
     b.stack.append(step.children)
     try:

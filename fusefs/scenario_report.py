@@ -87,7 +87,7 @@ def chrome_trace(scenario: str, results: list[PolicyResult]) -> dict[str, Any]:
                            "args": {"name": name}})  # fmt: skip
         for e in r.events:
             ev: dict[str, Any] = {"name": e.kind, "pid": n, "tid": e.track, "ts": e.time * 1e6,
-                                  "args": {"detail": e.detail}}  # fmt: skip
+                                  "args": {"detail": e.detail, "page": e.page}}  # fmt: skip
             if e.duration > 0 or e.kind.count(":"):
                 ev.update(ph="X", dur=max(e.duration * 1e6, 1.0), cat="step")
             else:
@@ -108,7 +108,7 @@ def write_trace(fp: TextIO, scenario: str, results: list[PolicyResult], *, jsonl
         for e in r.events:
             fp.write(json.dumps({"policy": r.policy, "time": e.time, "track": e.track,
                                  "track_name": r.tracks.get(e.track, str(e.track)),
-                                 "kind": e.kind, "detail": e.detail,
+                                 "kind": e.kind, "detail": e.detail, "page": e.page,
                                  "duration": e.duration}) + "\n")  # fmt: skip
             n += 1
     return n

@@ -124,6 +124,8 @@ def test_a_failed_expectation_exits_1(scenario_file) -> None:  # noqa: ANN001
         (GOOD.replace('name="store")', 'name="store", colour=1)'), ":8: TypeError"),
         (GOOD.replace('expect("store"', 'expect("stor"'), ":10: no step named 'stor'"),
         (GOOD.replace('"reserve")', '"reserv")'), ":4: unknown policy 'reserv'"),
+        (GOOD + "sleep(1)\n", ":11: sleep() goes before mount()"),
+        (GOOD.replace("fill()", 'expect_sim("faultz", 1)'), ":6: unknown mmu counter 'faultz'"),
     ],
 )
 def test_a_bad_scenario_is_one_line_with_file_and_line_exit_2(
