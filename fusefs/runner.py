@@ -170,6 +170,8 @@ class Run:
             nursery.cancel_scope.cancel()
         clock.autojump_threshold = math.inf
         clock.rate = 1.0
+        self.fs_events.append(TraceEvent(trio.current_time(), FLUSHER, "mount",
+                                         "mounted: real time from here"))  # fmt: skip
         async with serve(self.fs, self.mountpoint) as m:
             self.mount = m
             try:

@@ -86,6 +86,7 @@ def _load(args: argparse.Namespace) -> tuple[Scenario, list[str]]:
 
 def _run(args: argparse.Namespace) -> int:
     from fusefs import runner, scenario_report
+    from fusefs.mount import MountError
 
     scenario, policies = _load(args)
     if args.mount is not None and not os.path.isdir(args.mount):
@@ -97,8 +98,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[{n}/{len(policies)}] {scenario.name}: policy {policy}...", file=sys.stderr,
               flush=True)  # fmt: skip
         keep = _keep if args.keep and n == len(policies) else None
-        result = runner.play(scenario, policy, profile=args.profile, mountpoint=args.mount,
-                             keep=keep)  # fmt: skip
+        try:
+            result = runner.play(scenario, policy, profile=args.profile, mountpoint=args.mount,
+                                 keep=keep)  # fmt: skip
+        except MountError as exc:
+            raise UsageError(str(exc)) from None
         held = sum(e.held for e in result.expectations)
         print(f"      {held}/{len(result.expectations)} expectations held", file=sys.stderr,
               flush=True)  # fmt: skip
