@@ -282,7 +282,14 @@ class DirtyDomain:
         self.bdp_ratelimits = 0  # pages dirtied since a task last balanced (one CPU)
         self.tasks: weakref.WeakKeyDictionary[Any, DirtyTask] = weakref.WeakKeyDictionary()
         self.listeners: list[Callable[[str, Bdi], None]] = []
-        self._completions_period = 0
+        self._completions_period = int(self.now_or_zero() / BW_PERIOD)
+
+    def now_or_zero(self) -> float:
+        """The clock, or 0 when created outside a trio run."""
+        try:
+            return self.clock()
+        except RuntimeError:
+            return 0.0
 
     @property
     def throttle(self) -> str:
@@ -340,7 +347,7 @@ class DirtyDomain:
         shift = period - self._completions_period
         if shift > 0:
             for bdi in self.bdis:
-                bdi.completions /= 2.0**shift
+                bdi.completions = bdi.completions / 2.0**shift if shift < 64 else 0.0
             self._completions_period = period
 
     def wb_fraction(self, bdi: Bdi) -> float:
@@ -419,6 +426,7 @@ class Bdi:
 
     def __post_init__(self) -> None:
         self.set_ratios(self.min_ratio, self.max_ratio)
+        self.bw_time_stamp = self.domain.now_or_zero()
         self.domain.bdis.append(self)
 
     @classmethod

@@ -137,11 +137,14 @@ async def balance_dirty_pages(bdi: Bdi, t: DirtyTask) -> None:
             t.nr_dirtied_pause = dirty_poll_interval(s.dirty, s.thresh)
             return
         kick_flusher(bdi)
-        bdi.dirty_exceeded = s.wb_dirty > s.wb_thresh and (
-            s.gdirty > lim.thresh or bdi.strictlimit
-        )
+        bdi.dirty_exceeded = s.wb_dirty > s.wb_thresh and (s.gdirty > lim.thresh or bdi.strictlimit)
         pos = wb_position_ratio(
-            lim, s.gdirty, s.wb_dirty, s.wb_thresh, s.wb_bg_thresh, bdi.avg_write_bw,
+            lim,
+            s.gdirty,
+            s.wb_dirty,
+            s.wb_thresh,
+            s.wb_bg_thresh,
+            bdi.avg_write_bw,
             strictlimit=bdi.strictlimit,
         )
         if bdi.strictlimit:

@@ -121,8 +121,6 @@ def jain(xs: list[float]) -> float:
     return total * total / (len(xs) * squares) if squares else 1.0
 
 
-
-
 @dataclass
 class Run:
     """What one simulated run measured."""
@@ -134,6 +132,7 @@ class Run:
     window: float  # seconds between the two snapshots
     dirtied: dict[str, int]  # pages newly dirtied per writer inside the window
     pauses: dict[str, int]  # throttling pauses per writer over the whole run
+    self_written: dict[str, int]  # pages each writer wrote back itself (crude model)
 
     @property
     def total_rate(self) -> float:
@@ -168,6 +167,9 @@ async def run_writers(
     if pages is None:
         pages = int(bandwidth * seconds * 2 / n) + domain.limits().thresh
     snaps: list[dict[str, int]] = []
+    start = trio.current_time()
+    settle += start
+    seconds += start
 
     async def snapshot(at: float) -> None:
         await trio.sleep_until(at)
@@ -188,10 +190,12 @@ async def run_writers(
                 file = SlowFile(inode, bdi, after=not before)
                 proc, addr = await map_file(sim, file, pages, name)
                 writers.start_soon(store_loop, proc, addr, pages, seconds, name=name)
-            pauses = {}
             await trio.sleep_until(seconds - 1e-6)
-            pauses = {t.name: t.pauses for t in list(domain.tasks.values())}
+            tasks = list(domain.tasks.values())
+            pauses = {t.name: t.pauses for t in tasks}
+            self_written = {t.name: t.written_by_self for t in tasks}
         nursery.cancel_scope.cancel()
     first, last = snaps
     dirtied = {name: last[name] - first.get(name, 0) for name in last}
-    return Run(domain, bdi, device, recorder, seconds - 1e-6 - settle, dirtied, pauses)
+    window = seconds - 1e-6 - settle
+    return Run(domain, bdi, device, recorder, window, dirtied, pauses, self_written)
