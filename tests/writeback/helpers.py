@@ -151,17 +151,22 @@ async def run_writers(
     before: bool = False,
     via: str = "mmap",
     pages: int | None = None,
+    measured: bool = False,
 ) -> Run:
     """``n`` writers (``dd``) on one device until ``seconds`` of virtual time.
 
     Each writer has its own file, big enough never to wrap (``pages``: how many pages a
     writer dirties at most).  ``via``: ``"mmap"`` (stores through a shared mapping) or
     ``"write"`` (``write(2)``).  Dirtying is counted per writer between ``settle`` and
-    ``seconds``.
+    ``seconds``.  ``measured``: the device's bandwidth was already measured (as after
+    an earlier run of one writer) instead of starting at the kernel's 100 MB/s guess.
     """
     domain = DirtyDomain(avail, throttle=throttle)
     bdi = Bdi.fuse(domain) if fuse else Bdi(domain, "disk")
     device = FixedBandwidthDevice(bandwidth)
+    if measured:
+        bdi.write_bw = bdi.avg_write_bw = bandwidth
+        bdi.dirty_ratelimit = bdi.balanced_dirty_ratelimit = bandwidth
     sim = Simulation(trace=False)
     recorder = DirtyRecorder(domain, interval=0.25)
     if pages is None:
