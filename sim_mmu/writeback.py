@@ -419,7 +419,8 @@ class DirtyRecorder:
         except ImportError:
             return False
         cols = self.columns()
-        t = [r["time"] for r in self.rows]
+        t0 = self.rows[0]["time"] if self.rows else 0.0
+        t = [r["time"] - t0 for r in self.rows]
         fig, (ax1, ax2, ax3) = plt.subplots(3, 1, sharex=True, figsize=(10, 9))
         for name in ("dirty", "thresh", "bg_thresh", "freerun", "setpoint", "limit"):
             style = "-" if name == "dirty" else "--"
@@ -436,7 +437,7 @@ class DirtyRecorder:
                 ax3.plot(t, [r.get(c, float("nan")) for r in self.rows], lw=0.8, label=c)
         ax2.set_ylabel("pages/s dirtied")
         ax3.set_ylabel("mean pause (ms)")
-        ax3.set_xlabel("virtual time (s)")
+        ax3.set_xlabel("virtual time since the first sample (s)")
         if len(cols) < 40:
             ax2.legend(fontsize="x-small", ncol=4)
         fig.suptitle(title)
