@@ -119,33 +119,44 @@ def _file_info(fh: int) -> pyfuse3.FileInfo:
     return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
 
 
-class _Invalidator:
-    """Queue of inodes whose kernel-cached data or attributes went stale.
+_Stale = int | tuple[int, bytes]  # an inode, or (parent inode, name)
 
-    `notify(ino)` is what the core calls (`Filesystem.on_invalidate`): it never blocks and
-    never talks to the kernel. `run()` drains the queue, one `invalidate_inode` at a time,
-    in a worker thread, until cancelled or `close()`d. An inode already queued is not
-    queued twice (one invalidation covers every change made before it starts).
+
+class _Invalidator:
+    """Queue of what the kernel caches that went stale: an inode's data and attributes,
+    or a directory entry (a name created or removed without a request).
+
+    `notify(ino)` and `notify_entry(parent, name)` are what the core calls
+    (`Filesystem.on_invalidate`, `.on_invalidate_entry`): they never block and never talk
+    to the kernel. `run()` drains the queue, one `invalidate_inode`/`invalidate_entry` at
+    a time, in a worker thread, until cancelled or `close()`d. Something already queued
+    is not queued twice (one invalidation covers every change made before it starts).
     `settled()` waits until every notification made so far has reached the kernel.
     After `close()`, notifications are ignored (the mount is going away).
     """
 
     def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[int](math.inf)
-        self._pending: set[int] = set()
+        self._send, self._receive = trio.open_memory_channel[_Stale](math.inf)
+        self._pending: set[_Stale] = set()
         self._outstanding = 0  # queued or being sent to the kernel
         self._idle = trio.Event()
         self._idle.set()
         self._closed = False
 
     def notify(self, ino: int) -> None:
-        if self._closed or ino in self._pending:
+        self._queue(ino)
+
+    def notify_entry(self, parent: int, name: bytes) -> None:
+        self._queue((parent, name))
+
+    def _queue(self, stale: _Stale) -> None:
+        if self._closed or stale in self._pending:
             return
-        self._pending.add(ino)
+        self._pending.add(stale)
         if self._outstanding == 0:
             self._idle = trio.Event()
         self._outstanding += 1
-        self._send.send_nowait(ino)
+        self._send.send_nowait(stale)
 
     async def settled(self) -> None:
         """Until the kernel has acted on every notification made before this call."""
@@ -159,10 +170,10 @@ class _Invalidator:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
-            async for ino in self._receive:
-                self._pending.discard(ino)
+            async for stale in self._receive:
+                self._pending.discard(stale)
                 try:
-                    await trio.to_thread.run_sync(_invalidate_inode, ino, abandon_on_cancel=True)
+                    await trio.to_thread.run_sync(_invalidate, stale, abandon_on_cancel=True)
                 finally:
                     self._outstanding -= 1
                     if self._outstanding == 0:
@@ -173,14 +184,17 @@ class _Invalidator:
             self._idle.set()
 
 
-def _invalidate_inode(ino: int) -> None:
+def _invalidate(stale: _Stale) -> None:
     try:
-        pyfuse3.invalidate_inode(ino, False)
+        if isinstance(stale, int):
+            pyfuse3.invalidate_inode(stale, False)
+        else:
+            pyfuse3.invalidate_entry(stale[0], stale[1])
     except OSError as exc:
         # ENOENT: the kernel holds no cache for it (never looked up, or forgotten);
         # ENODEV/ENOTCONN: the mount is already gone.
         if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.ENOTCONN):
-            log.warning("invalidate_inode(%d) failed: %s", ino, exc)
+            log.warning("invalidating %r failed: %s", stale, exc)
 
 
 class Operations(pyfuse3.Operations):
@@ -194,6 +208,7 @@ class Operations(pyfuse3.Operations):
         self.enable_writeback_cache = writeback_cache
         self.invalidator = _Invalidator()
         fs.on_invalidate = self.invalidator.notify
+        fs.on_invalidate_entry = self.invalidator.notify_entry
         # Set when the kernel's INIT arrives; libfuse sends the reply as soon as `init`
         # returns, before any task woken by this event runs.
         self.initialized = trio.Event()

@@ -109,7 +109,10 @@ class Mount:
         """`fn(*args)` in a worker thread, after `settle()`: the way to touch the mount.
 
         The thread is abandoned if the caller is cancelled (it cannot be interrupted, and
-        the unmount that follows makes its system call fail).
+        the unmount that follows makes its system call fail). `fn` must not touch a real
+        mmap of a file on this mount from Python (slicing it): the page fault waits for
+        a READ only this loop can answer while the thread holds the GIL - a deadlock.
+        Let the kernel copy from the mapping instead (os.write of a memoryview of it).
         """
         await self.settle()
         return await trio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True)
@@ -127,10 +130,13 @@ async def serving(
     writeback_cache: bool = False,
     debug: bool = False,
     handle_signals: bool = False,
+    stop_grace: float = STOP_GRACE,
 ) -> AsyncIterator[Mount]:
     """Mount `fs` on `mountpoint` and serve it on this trio loop while the block runs.
 
-    Raises MountError when the mount cannot be made (nothing is mounted then).
+    At the end, requests in flight get `stop_grace` seconds to be answered before they
+    are cancelled. Raises MountError when the mount cannot be made (nothing is mounted
+    then).
     """
     mountpoint = await trio.to_thread.run_sync(os.path.realpath, mountpoint)
     if mountinfo.find(mountpoint) is not None:
@@ -138,14 +144,13 @@ async def serving(
     ops = Operations(fs, writeback_cache=writeback_cache)
     try:
         session_init(ops, mountpoint, session_options(debug=debug))
-    except (RuntimeError, OSError) as exc:
-        _close(unmount=False)
+    except (RuntimeError, OSError) as exc:  # session_init freed what it had made
         raise MountError(f"cannot mount {mountpoint}: {exc}") from None
     log.info("mounted %s: %d blocks of %d bytes, policy %s",
              mountpoint, fs.space.capacity, BLOCK_SIZE, fs.policy)
     m = Mount(fs, mountpoint, ops)
     try:
-        async with trio.open_nursery() as nursery:
+        async with _unwrapped(), trio.open_nursery() as nursery:
             await nursery.start(ops.invalidator.run)
             await nursery.start(_run_flusher, fs)
             if handle_signals:
@@ -157,27 +162,41 @@ async def serving(
             try:
                 yield m
             finally:
-                await _stop(m, nursery.cancel_scope)
+                await _stop(m, nursery.cancel_scope, stop_grace)
     finally:
         _close(unmount=True)
         log.info("unmounted %s", mountpoint)
 
 
-async def _stop(m: Mount, nursery_scope: trio.CancelScope) -> None:
+@asynccontextmanager
+async def _unwrapped() -> AsyncIterator[None]:
+    """The body's own exception, not a group of one: the body runs inside our nursery,
+    which wraps whatever leaves it (trio's strict exception groups)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        exc = group.exceptions[0]
+        raise exc from exc.__cause__
+
+
+async def _stop(m: Mount, nursery_scope: trio.CancelScope, grace: float) -> None:
     """Send the invalidations still queued, end the request loop gracefully (requests in
     flight are answered), then cancel the other tasks."""
     invalidator = m.ops.invalidator
     with trio.CancelScope(shield=True) as scope:
-        scope.deadline = trio.current_time() + STOP_GRACE
+        scope.deadline = trio.current_time() + grace
         invalidator.close()
         await invalidator.settled()
         if not m.ended.is_set():
             session_terminate()
             await m.ended.wait()
     if scope.cancelled_caught:
-        log.warning("still busy %.0f s after unmount began: cancelled", STOP_GRACE)
-    if m.fs.on_invalidate == invalidator.notify:
-        m.fs.on_invalidate = None  # the filesystem outlives the mount
+        log.warning("still busy %.1f s after unmount began: cancelled", grace)
+    if m.fs.on_invalidate == invalidator.notify:  # the filesystem outlives the mount
+        m.fs.on_invalidate = None
+        m.fs.on_invalidate_entry = None
     nursery_scope.cancel()
 
 

@@ -143,7 +143,10 @@ def test_stat_json_for_the_filesystem_and_a_file(mount_factory: Callable[..., Se
     f = json.loads(result.stdout)
     assert f["kind"] == "file"
     assert f["allocated_blocks"] + f["reserved_blocks"] == 3
-    assert set(f) == {"path", "kind", "allocated_blocks", "reserved_blocks", "dirty_pages"}
+    assert set(f) == {"path", "kind", "allocated_blocks", "reserved_blocks", "dirty_pages",
+                      "mkwrite_calls", "sigbus", "writeback_errors", "lost_bytes"}
+    assert fs["policy"] == "reserve"
+    assert fs["lost_bytes"] == fs["sigbus"] == 0
     text = cli("stat", str(mnt))
     assert "capacity_blocks" in text.stdout
     assert "1024" in text.stdout
