@@ -47,8 +47,11 @@ if TYPE_CHECKING:
 INIT_BW = 100 * (1 << 20) / PAGE_SIZE
 #: Bandwidth and rate-limit estimation window (kernel BANDWIDTH_INTERVAL, 200 ms).
 BANDWIDTH_INTERVAL = 0.2
-#: Period of the write-bandwidth EWMA and of the completion proportions (~3 s).
-BW_PERIOD = 3.0
+#: Period of the write-bandwidth EWMA: the kernel's ``roundup_pow_of_two(3 * HZ)``
+#: jiffies, 4.096 s at HZ 250 or 1000 (each 200 ms update closes ~5 % of the gap).
+BW_PERIOD = 4.096
+#: Period of the completion proportions (fprop, ~3 s).
+FPROP_PERIOD = 3.0
 #: Longest throttling pause (kernel MAX_PAUSE, 200 ms).
 MAX_PAUSE = 0.2
 #: The pause a single dirtier aims at (10 ms).
@@ -282,7 +285,7 @@ class DirtyDomain:
         self.bdp_ratelimits = 0  # pages dirtied since a task last balanced (one CPU)
         self.tasks: weakref.WeakKeyDictionary[Any, DirtyTask] = weakref.WeakKeyDictionary()
         self.listeners: list[Callable[[str, Bdi], None]] = []
-        self._completions_period = int(self.now_or_zero() / BW_PERIOD)
+        self._completions_period = int(self.now_or_zero() / FPROP_PERIOD)
 
     def now_or_zero(self) -> float:
         """The clock, or 0 when created outside a trio run."""
@@ -343,7 +346,7 @@ class DirtyDomain:
 
     # -- completion proportions (fprop, ~3 s periods) -------------------------------
     def _age_completions(self) -> None:
-        period = int(self.clock() / BW_PERIOD)
+        period = int(self.clock() / FPROP_PERIOD)
         shift = period - self._completions_period
         if shift > 0:
             for bdi in self.bdis:
