@@ -152,6 +152,7 @@ async def test_measured_device_settles_between_setpoint_and_limit(
     mean_dirty = sum(r["dirty"] for r in late) / len(late)
     print(f"n={n} mean dirty {mean_dirty:.0f} setpoint {lim.setpoint} limit {lim.limit}"
           f" ratelimit {run.bdi.dirty_ratelimit} bw/N {BW / n}")  # fmt: skip
-    assert lim.setpoint - 0.05 * lim.thresh <= mean_dirty < lim.setpoint + (lim.limit - lim.setpoint) / 2
+    halfway = lim.setpoint + (lim.limit - lim.setpoint) / 2
+    assert lim.setpoint - 0.05 * lim.thresh <= mean_dirty < halfway
     assert BW / n * 0.95 <= run.bdi.dirty_ratelimit <= BW / n * 1.2
     assert max(r["dirty"] for r in late) <= lim.limit + n * lim.limit // 32
