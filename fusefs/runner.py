@@ -396,7 +396,7 @@ class Run:
         if expected is MISSING:
             return
         try:
-            actual = await self.observe(step)
+            actual = await self.observe(step, expected)
         except Exception as exc:  # reported as what was seen: the expectation fails
             actual = f"cannot observe: {exc!r}"
         if step.kind == "expect_took":
@@ -408,8 +408,10 @@ class Run:
             detail = _show(actual) if held else f"expected {_show(expected)}, got {_show(actual)}"
         self.results.append(ExpectationResult(step.label, held, detail, step.line, _short(actual)))
 
-    async def observe(self, step: Step) -> Any:
-        a = step.args
+    async def observe(self, step: Step, expected: Any) -> Any:
+        a = dict(step.args)
+        if step.kind == "expect_data":
+            a["length"] = len(expected)
         kind = step.kind
         if kind in ("expect", "expect_loaded", "expect_took"):
             o = self.outcomes.get(a["step"])
@@ -429,9 +431,7 @@ class Run:
             caps = self.fs.cache.captures
             if a["what"] == "captures":
                 return len(caps)
-            n = len(a["expected"].resolve(self.policy) if isinstance(a["expected"], Per)
-                    else a["expected"])  # fmt: skip
-            return bytes(caps[0].data[:n]) if caps else None
+            return bytes(caps[0].data[: len(expected)]) if caps else None
         if self.mount is not None:
             return await self._observe_mount(kind, a)
         return self._observe_fs(kind, a)

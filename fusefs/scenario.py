@@ -482,10 +482,12 @@ def expect_df(*, free: Any = MISSING, reserved: Any = MISSING, allocated: Any = 
 
 def expect_data(file: str | Handle, offset: int, data: Any, *, when: str = "") -> None:
     """What the file holds at ``offset`` (read(2) through the mount after mount())."""
-    n = len(data) if isinstance(data, bytes) else len(next(iter(data.by_policy.values())))
+    values = [*data.by_policy.values(), data.default] if isinstance(data, Per) else [data]
+    if not all(isinstance(v, bytes) for v in values if v is not MISSING):
+        _fail("expect_data wants bytes (or per(...) of bytes)")
     what = "read(2) of" if _builder().mounted else "contents of"
     _expect("expect_data", f"{what} {_file(file)} at {offset}", data, when, path=_file(file),
-            offset=offset, length=n)  # fmt: skip
+            offset=offset)  # fmt: skip
 
 
 def expect_attr(file: str | Handle, attr: str, value: Any, *, when: str = "") -> None:
