@@ -761,6 +761,11 @@ class Filesystem:
         without any further fault.  Cheap; :meth:`notify_mapped_stores` reports them."""
         self._mapped_writers.add(ino)
 
+    def may_change_unseen(self, ino: int) -> bool:
+        """True while stores through a writable shared mapping may change ``ino``'s data
+        without any request: an open of it must not trust the kernel's cached pages."""
+        return ino in self._mapped_writers
+
     def notify_mapped_stores(self) -> None:
         """Tell the mount (``on_invalidate``) that files with writable shared mappings
         may have changed by stores.  Call after simulated stores (the flusher also does,

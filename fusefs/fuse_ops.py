@@ -12,8 +12,10 @@ does own is the shape of the conversation with the kernel's FUSE driver:
 - Caches. The kernel caches attributes and dentries only for the timeouts we return
   (`ATTR_TIMEOUT`, `ENTRY_TIMEOUT`); with zero timeouts every write(2) costs a GETATTR
   too. Files are opened with `keep_cache`, so the kernel keeps its page cache across
-  opens. That is only correct because every change that does not come through the kernel
-  (the simulator's stores, the flusher) reaches `_Invalidator`, which tells the kernel
+  opens - except a file that a simulated process maps writable, whose data can change by
+  stores no request announces: its opens drop the kernel's cached pages. Beyond that,
+  every change that does not come through the kernel (the simulator's stores, the
+  flusher) reaches `_Invalidator`, which tells the kernel
   with `pyfuse3.invalidate_inode` - from a worker thread, never inline in a handler,
   since the notification can block until the kernel is done with the inode and the
   kernel may be waiting for a reply from this very loop.
@@ -114,9 +116,9 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return entry
 
 
-def _file_info(fh: int) -> pyfuse3.FileInfo:
+def _file_info(fh: int, *, keep_cache: bool = True) -> pyfuse3.FileInfo:
     # keep_cache: see the module docstring; direct_io never (MAP_SHARED would fail).
-    return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
+    return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=keep_cache)
 
 
 _Stale = int | tuple[int, bytes]  # an inode, or (parent inode, name)
@@ -316,7 +318,11 @@ class Operations(pyfuse3.Operations):
 
     @_boundary
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        return _file_info(self.fs.open(inode, flags, _ctx(ctx)))
+        fh = self.fs.open(inode, flags, _ctx(ctx))
+        # While the simulator may be storing into the file, no request tells us of each
+        # store: open without keep_cache, so the kernel drops its cached pages and this
+        # opener reads the page cache as it is now.
+        return _file_info(fh, keep_cache=not self.fs.may_change_unseen(inode))
 
     @_boundary
     async def create(

@@ -150,6 +150,33 @@ def store_then_read(mountpoint: str, policy: str, load_first: bool) -> dict[str,
     return trio.run(main)
 
 
+def store_then_cat(mountpoint: str, policy: str) -> dict[str, bytes]:
+    """Stores, each followed by `cat` in another process at once (no settle): the first
+    cat leaves zeros in the kernel's page cache, the later ones must not be served them."""
+
+    async def cat() -> bytes:
+        done = await trio.run_process(
+            ["dd", f"if={mountpoint}/f", "bs=8", "skip=512", "count=2", "status=none"],
+            capture_stdout=True,
+        )
+        return done.stdout
+
+    async def main() -> dict[str, bytes]:
+        fs = Filesystem(capacity_blocks=64, policy=policy)
+        async with serving(fs, mountpoint) as m:
+            proc, addr, file, _ = await _mapped(fs, m, 2)
+            before = await cat()
+            await proc.store(addr + PAGE, b"SIMSTORE")  # faults: the page becomes writable
+            first = await cat()
+            await proc.store(addr + PAGE + 8, b"NO-FAULT")  # writable PTE: no fault at all
+            second = await cat()
+            await proc.exit()
+            await file.close()
+        return {"before": before, "first": first, "second": second}
+
+    return trio.run(main)
+
+
 def write_then_load(mountpoint: str, policy: str) -> dict[str, Any]:
     """write(2) through the mount, seen by a simulated process with the page mapped."""
 

@@ -32,6 +32,16 @@ def test_simulated_store_is_seen_by_read_and_mmap(
     assert got["read_again"] == b"SIMSTOREAGAIN"
 
 
+@pytest.mark.parametrize("policy", ["legacy", "reserve", "shmem"])
+def test_simulated_stores_are_seen_by_another_process_at_once(
+    in_child: Callable[..., Any], policy: str
+) -> None:
+    got = in_child(children.store_then_cat, policy)
+    assert got["before"] == bytes(16)
+    assert got["first"] == b"SIMSTORE" + bytes(8)
+    assert got["second"] == b"SIMSTORENO-FAULT"
+
+
 @pytest.mark.parametrize("policy", ["legacy", "reserve", "fuse"])
 def test_store_after_a_read_fault_is_seen_by_read(
     in_child: Callable[..., Any], policy: str
