@@ -37,6 +37,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--mount", metavar="DIR", help="mount on DIR (default: a temporary one)")
     run.add_argument("--keep", action="store_true",
                      help="leave the (last) mount up after the run, until Ctrl-C")  # fmt: skip
+    from fusefs import report  # `scenario report`: the HTML page (fusefs.report owns it)
+
+    report.add_parser(sub, list(PROFILES))
 
 
 @command(
@@ -48,6 +51,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 )
 def _scenario(args: argparse.Namespace) -> int:
     try:
+        if args.action == "report":
+            from fusefs import report
+
+            return report.main(args)
         return _list() if args.action == "list" else _run(args)
     except BrokenPipeError:  # `| head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
