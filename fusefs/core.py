@@ -52,6 +52,7 @@ from .inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode, StatFs
 from .policy import DEFAULT_POLICY, Policy, parse_policy
 from .rename import RENAME_EXCHANGE, RENAME_NOREPLACE, rename_entry
 from .space import BLOCK_SIZE, BlockPool, SpaceStats
+from .throttle import DirtyConfig, DirtyThrottle
 from .vm import BackingCache, SimFile
 
 __all__ = [
@@ -132,9 +133,13 @@ class Filesystem:
         mkwrite_latency: float = 0.0,
         writeback_latency: float = 0.0,
         cache_write_latency: float = 0.005,
+        dirty: DirtyConfig | None = None,
     ) -> None:
         self.space: BlockPool = BlockPool(capacity_blocks)
         self.policy: Policy = parse_policy(policy)
+        # The dirty-page model (fusefs.throttle): its configuration, kept while it is
+        # off; the model once on (``dirty=`` here, or ``set_dirty_throttle``).
+        self.dirty_config = dirty or DirtyConfig()
         self.writeback_interval = 5.0
         self.dirty_expire = 30.0
         self._flusher_kick = trio.Event()
@@ -146,6 +151,8 @@ class Filesystem:
         # Dirty throttling for stores (balance_dirty_pages): None, or a coroutine
         # function the fault path awaits after dirtying a page of the given file.
         self.balance_dirty: Callable[[FileData], Awaitable[None]] | None = None
+        self.dirty: DirtyThrottle | None = None
+        self._flusher_nursery: trio.Nursery | None = None
         self._mapped_writers: set[int] = set()
         self.max_inodes = max_inodes if max_inodes is not None else max(capacity_blocks, 1 << 16)
         self.clock = clock
@@ -170,6 +177,8 @@ class Filesystem:
         root.lookups = 1  # the kernel's reference to the mount root, never forgotten
         root.dir = Directory(parent=ROOT_INO)
         self.inodes[ROOT_INO] = root
+        if dirty is not None:
+            self.set_dirty_throttle(dirty.throttle)
 
     # -- inode table --------------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
@@ -208,6 +217,9 @@ class Filesystem:
             inode.data.totals = self.vm_totals
             inode.data.io_latency = self.writeback_latency
             inode.data.on_event = partial(self._vm_event, inode.ino)
+            inode.data.get_balance = self._balance_for_write
+            if self.dirty is not None:
+                self.dirty.attach(inode.data)
         self.inodes[inode.ino] = inode
         return inode
 
@@ -222,6 +234,8 @@ class Filesystem:
         if inode.ino != ROOT_INO and inode.freeable and self.inodes.get(inode.ino) is inode:
             if inode.data is not None:
                 inode.data.evict()
+                if self.dirty is not None:
+                    self.dirty.detach(inode.data)
                 self.cache.forget(inode.ino)
                 self._mapped_writers.discard(inode.ino)
             del self.inodes[inode.ino]
@@ -625,6 +639,9 @@ class Filesystem:
             self.writeback_interval = float(interval)
         if expire is not None:
             self.dirty_expire = float(expire)
+        settings = self.dirty_config.settings  # the device's flusher uses the same
+        settings.dirty_writeback_interval = self.writeback_interval
+        settings.dirty_expire_interval = self.dirty_expire
         self._flusher_kick.set()  # a sleeping flusher starts its new period now
 
     async def run_flusher(
@@ -644,14 +661,54 @@ class Filesystem:
         """
         if interval is not None or expire is not None:
             self.set_flusher(interval=interval, expire=expire)
-        task_status.started()
-        while True:
-            self._flusher_kick = trio.Event()
-            with trio.move_on_after(self.writeback_interval):
-                await self._flusher_kick.wait()
-                continue  # settings changed: sleep the new period from now
-            self.notify_mapped_stores()
-            await self._write_expired(trio.current_time())
+        async with trio.open_nursery() as nursery:
+            self._flusher_nursery = nursery
+            try:
+                self._start_device_flusher()
+                task_status.started()
+                while True:
+                    self._flusher_kick = trio.Event()
+                    with trio.move_on_after(self.writeback_interval):
+                        await self._flusher_kick.wait()
+                        continue  # settings changed: sleep the new period from now
+                    self.notify_mapped_stores()
+                    await self._write_expired(trio.current_time())
+            finally:
+                self._flusher_nursery = None
+
+    def _start_device_flusher(self) -> None:
+        """With the dirty model on, its device flusher (background writeback above the
+        background threshold) runs beside this one, in the same nursery."""
+        if self.dirty is not None and not self.dirty.flusher_running and self._flusher_nursery:
+            self.dirty.flusher_running = True
+            self._flusher_nursery.start_soon(self.dirty.run_flusher)
+
+    # -- dirty throttling (fusefs.throttle: the sim_mmu model, KERNEL.md §4) ------------
+    def set_dirty_throttle(self, mode: str) -> None:
+        """Turn the dirty-page model on (``modern``, ``crude`` or ``off``: counting and
+        background writeback without throttling) or switch its model.  ``none`` (no model)
+        only while it was never on: EBUSY after.  The device is made at the first switch,
+        from ``dirty_config``; every regular file is attached to it."""
+        if mode == "none":
+            if self.dirty is not None:
+                raise FsError(errno.EBUSY, "the dirty model cannot be removed; use off")
+            return
+        if mode not in ("modern", "crude", "off"):
+            raise FsError(errno.EINVAL, f"dirty_throttle {mode!r}: none, off, crude or modern")
+        self.dirty_config.throttle = mode
+        if self.dirty is not None:
+            self.dirty.domain.throttle = mode
+            return
+        self.dirty = DirtyThrottle(self.dirty_config, fuse_policy=self.policy is Policy.FUSE)
+        for inode in self.inodes.values():
+            if inode.data is not None:
+                self.dirty.attach(inode.data)
+        self.balance_dirty = self.dirty.balance
+        self._start_device_flusher()
+
+    def _balance_for_write(self) -> Callable[[FileData], Awaitable[None]] | None:
+        """What ``write(2)`` calls after each page copied (``generic_perform_write``)."""
+        return self.balance_dirty
 
     async def _write_expired(self, now: float) -> None:
         expire = self.dirty_expire

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import enum
 import errno
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -61,6 +61,10 @@ from .space import BlockPool
 MAX_FILE_SIZE = (1 << 63) - 1
 
 _ZEROS = memoryview(zero_page())
+
+
+def _no_balance() -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -111,6 +115,11 @@ class FileData:
         self.writeback_log: list[tuple[int, bytes]] | None = None
         # Set by the filesystem: a trace of space and writeback events (kind, page, detail).
         self.on_event: Callable[[str, int, str], None] | None = None
+        # Set by the filesystem: the dirty throttle write(2) calls after each page it
+        # copied (``balance_dirty_pages_ratelimited``), or None.
+        self.get_balance: Callable[[], Callable[[FileData], Awaitable[None]] | None] = (
+            _no_balance
+        )
         # i_rwsem: write, truncate and fallocate of one file run one at a time.
         self.i_rwsem = trio.Lock()
 
@@ -305,9 +314,12 @@ class FileData:
         allocated = self.allocated
         reserved = self.reserved_pages
         pool = self.pool
+        balance = self.get_balance()
         done = 0
         end = len(src)
         while done < end:
+            if done and balance is not None:
+                await balance(self)  # after each page copied, as generic_perform_write
             pos = offset + done
             index = pos >> PAGE_SHIFT
             start = pos & PAGE_MASK
@@ -346,6 +358,8 @@ class FileData:
             done += chunk
         if done and self.dirtied_when is None:
             self.dirtied_when = trio.current_time()
+        if done and balance is not None:
+            await balance(self)
         return done
 
     async def _get_locked_page_with_space(self, index: int) -> Page | None:

@@ -155,6 +155,13 @@ class FileVmOps:
         if isinstance(file, SimFile):
             await file.vma_closed()
 
+    async def _throttle_before(self) -> None:
+        """The seed's placement of dirty throttling: at the start of ``page_mkwrite``,
+        before the page is locked or can become writable (``dirty_placement`` before)."""
+        fs = self.fs
+        if fs.dirty is not None and fs.dirty.placement == "before" and fs.balance_dirty:
+            await fs.balance_dirty(self.data)
+
     def _made_writable(self) -> None:
         """The hook succeeded: mtime (``file_update_time``) and the mount's notice."""
         self.inode.touch_modified(self.fs.clock())
@@ -177,6 +184,7 @@ class ReserveVmOps(FileVmOps):
 
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``ext4_page_mkwrite`` → ``block_page_mkwrite`` (``ext4_da_get_block_prep``)."""
+        await self._throttle_before()
         data = self.data
         page = vmf.page
         assert page is not None
@@ -202,6 +210,7 @@ class ReserveCowVmOps(FileVmOps):
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``btrfs_page_mkwrite``: reserve *before* locking the page (lock order
         with writeback), then lock; truncated ⇒ release the reservation, NOPAGE."""
+        await self._throttle_before()
         data = self.data
         page = vmf.page
         assert page is not None
@@ -245,6 +254,7 @@ class FuseVmOps(FileVmOps):
 
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``fuse_page_mkwrite``: lock, mapping check, ``fuse_wait_on_page_writeback``."""
+        await self._throttle_before()
         page = vmf.page
         assert page is not None
         self.data.count("mkwrite_calls")
@@ -275,6 +285,7 @@ class CacheVmOps(FileVmOps):
 
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``nfs_vm_page_mkwrite`` / ``netfs_page_mkwrite``: wait for the cache write."""
+        await self._throttle_before()
         page = vmf.page
         assert page is not None
         self.data.count("mkwrite_calls")
@@ -417,6 +428,9 @@ class SimFile:
         """Called by the fault path after it dirtied a page: the filesystem's dirty
         throttle (``Filesystem.balance_dirty``, e.g. a ``sim_mmu`` bdi model), if any."""
         balance = self.fs.balance_dirty
+        dirty = self.fs.dirty
+        if dirty is not None and dirty.placement == "before" and self.policy.has_page_mkwrite:
+            return  # page_mkwrite throttled already, before the page became writable
         if balance is not None:
             await balance(self.data)
 

@@ -1,0 +1,304 @@
+"""Dirty page accounting and throttling of a fusefs filesystem (one backing device).
+
+This module owns how the ``sim_mmu`` writeback model (``sim_mmu.bdi``,
+``sim_mmu.writeback``; KERNEL.md §4) is plugged into a :class:`~fusefs.core.Filesystem`:
+
+* ``DirtyConfig``: the simulated machine and device — dirtyable memory (``avail``
+  pages), the vm sysctls (``DirtySettings``), the throttle model (``modern``, ``crude``,
+  ``off``), where the fault path throttles (``after`` the page was dirtied, as modern
+  kernels do in ``fault_dirty_shared_page``, or ``before`` it becomes writable, at the
+  start of ``page_mkwrite`` — the seed's design), the device kind and the bandwidth of
+  the store the flusher writes to.
+* ``DirtyThrottle``: one mount's ``DirtyDomain`` + ``Bdi`` (kernel: the machine's
+  ``global_wb_domain`` and the superblock's ``s_bdi``).  Every regular file's page cache
+  is attached (``inode_to_bdi``), so dirtying, cleaning, writeback and truncate are
+  counted by the page cache itself; ``balance`` is ``balance_dirty_pages_ratelimited``;
+  ``run_flusher`` is the device's flusher (``wb_workfn``), writing through a store of
+  ``write_bandwidth`` pages/s.
+
+The device kind: ``fuse`` is ``Bdi.fuse`` (``max_ratio`` 1 %, ``strictlimit``:
+``fuse_bdi_init``), ``disk`` a plain device.  By default it follows the kernel filesystem
+the policy models: ``fuse`` for the ``fuse`` policy (``fuse_page_mkwrite``), ``disk``
+for the others (ext4, btrfs, NFS, tmpfs have ordinary bdis).
+
+Invariants: every live regular file's mapping is attached to ``bdi`` while the model is
+on (``DirtyDomain.check`` then holds); settings changed here apply at once (the domain
+shares ``config.settings``).  Known simplification: writeback that is not the flusher's
+(``fsync``, the core's periodic expiry) takes no device time, and ``shmem``-policy files
+are counted too (the kernel's tmpfs does not account dirty pages).
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from sim_mmu.bdi import Bdi, DirtyDomain, DirtySettings
+from sim_mmu.page import PAGE_SIZE, Page
+from sim_mmu.writeback import FixedBandwidthDevice, balance_dirty_pages_ratelimited, run_flusher
+
+from . import introspect
+from .errors import FsError
+from .inode import Ctx
+
+if TYPE_CHECKING:
+    from .core import Filesystem
+    from .filedata import FileData
+
+PLACEMENTS = ("after", "before")
+DEVICES = ("fuse", "disk")
+
+
+@dataclass
+class DirtyConfig:
+    """How a filesystem's dirty pages are limited (see the module docstring)."""
+
+    memory_pages: int = 8192  # dirtyable memory of the simulated machine (32 MiB)
+    throttle: str = "modern"  # "modern" | "crude" | "off"
+    placement: str = "after"  # "after" | "before"
+    device: str | None = None  # "fuse" | "disk"; None: "fuse" under the fuse policy
+    write_bandwidth: float = 256.0  # pages/s the flusher's store takes (1 MiB/s)
+    max_ratio: float | None = None  # None: the device's default (fuse 1, disk 100)
+    strictlimit: bool | None = None  # None: the device's default (fuse True)
+    settings: DirtySettings = field(default_factory=DirtySettings)
+
+    def __post_init__(self) -> None:
+        if self.memory_pages <= 0:
+            raise ValueError(f"memory_pages must be > 0, not {self.memory_pages}")
+        if self.throttle not in DirtyDomain.THROTTLES:
+            raise ValueError(f"throttle must be one of {DirtyDomain.THROTTLES}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}")
+        if self.device is not None and self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}")
+        if not self.write_bandwidth > 0:
+            raise ValueError("write_bandwidth must be > 0 pages/s")
+
+
+class _StoreAops:
+    """The flusher's ``writepage``: the filesystem's own (block allocation, loss on
+    ENOSPC), then the page's transfer to the store while PG_writeback is set."""
+
+    def __init__(self, data: FileData, device: FixedBandwidthDevice) -> None:
+        self.data = data
+        self.device = device
+
+    async def readpage(self, page: Page) -> None:
+        page.data[:] = bytes(PAGE_SIZE)
+        page.uptodate = True
+
+    async def writepage(self, page: Page) -> None:
+        await self.data.writepage(page)
+        if page.mapping is not None:  # not dropped (past EOF, or lost to ENOSPC)
+            await self.device.transfer(1)
+
+
+class DirtyThrottle:
+    """One mount's dirty-page domain and backing device."""
+
+    def __init__(self, config: DirtyConfig, *, fuse_policy: bool) -> None:
+        self.config = config
+        self.domain = DirtyDomain(config.memory_pages, config.settings, throttle=config.throttle)
+        device = config.device or ("fuse" if fuse_policy else "disk")
+        self.device_kind = device
+        self.bdi = Bdi.fuse(self.domain, "mkwritefs") if device == "fuse" else Bdi(
+            self.domain, "mkwritefs"
+        )
+        if config.max_ratio is not None:
+            self.bdi.set_ratios(self.bdi.min_ratio, config.max_ratio)
+        if config.strictlimit is not None:
+            self.bdi.strictlimit = config.strictlimit
+        self.store = FixedBandwidthDevice(config.write_bandwidth)
+        self.flusher_running = False
+
+    @property
+    def placement(self) -> str:
+        return self.config.placement
+
+    def attach(self, data: FileData) -> None:
+        self.bdi.attach(data.mapping, _StoreAops(data, self.store))
+
+    def detach(self, data: FileData) -> None:
+        if data.mapping.bdi is self.bdi:
+            self.bdi.detach(data.mapping)
+
+    async def balance(self, data: FileData) -> None:
+        """``balance_dirty_pages_ratelimited`` for the current task."""
+        await balance_dirty_pages_ratelimited(self.bdi)
+
+    async def run_flusher(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.flusher_running = True
+        try:
+            await run_flusher(self.bdi, task_status=task_status)
+        finally:
+            self.flusher_running = False
+
+    def dirty_pages(self) -> int:
+        """Dirty + under writeback: what the limit is compared with."""
+        return self.domain.dirty
+
+    def limit_pages(self) -> int:
+        """The hard limit that binds this mount: its own share under strictlimit, else
+        the domain's ``limit`` (throttling stops writers there)."""
+        lim = self.domain.limits()
+        if self.bdi.strictlimit:
+            return self.bdi.wb_thresh(lim)
+        return lim.limit
+
+
+# -- settings (root xattrs user.mkwritefs.*) ------------------------------------------------
+def _number(value: bytes, what: str) -> float:
+    try:
+        text = value.decode("ascii").strip()
+        number = float(text)
+    except (UnicodeDecodeError, ValueError):
+        raise FsError(errno.EINVAL, f"{what}: {value!r} is not a number") from None
+    if not 0 <= number <= 100:  # NaN fails too
+        raise FsError(errno.EINVAL, f"{what} must be 0..100, not {text}")
+    return number
+
+
+def set_vm_ratio(config: DirtyConfig, name: str, value: bytes) -> None:
+    """``dirty_ratio`` or ``dirty_background_ratio``; EINVAL changes nothing.  As in the
+    kernel, setting a ratio clears its ``*_bytes`` counterpart."""
+    number = _number(value, name)
+    trial = copy.copy(config.settings)
+    setattr(trial, name, number)
+    setattr(trial, name.replace("_ratio", "_bytes"), 0)
+    try:
+        trial.validate()
+    except ValueError as exc:
+        raise FsError(errno.EINVAL, str(exc)) from None
+    setattr(config.settings, name, number)
+    setattr(config.settings, name.replace("_ratio", "_bytes"), 0)
+
+
+def set_max_ratio(config: DirtyConfig, throttle: DirtyThrottle | None, value: bytes) -> None:
+    number = _number(value, "max_ratio")
+    if throttle is not None:
+        try:
+            throttle.bdi.set_ratios(throttle.bdi.min_ratio, number)
+        except ValueError as exc:
+            raise FsError(errno.EINVAL, str(exc)) from None
+    config.max_ratio = number
+
+
+def set_strictlimit(config: DirtyConfig, throttle: DirtyThrottle | None, value: bytes) -> None:
+    """``strict_limit`` as the sysfs file takes it: 0 or 1."""
+    text = value.strip()
+    if text not in (b"0", b"1"):
+        raise FsError(errno.EINVAL, f"strictlimit is 0 or 1, not {value!r}")
+    config.strictlimit = text == b"1"
+    if throttle is not None:
+        throttle.bdi.strictlimit = config.strictlimit
+
+
+def choice(value: bytes, allowed: tuple[str, ...], what: str) -> str:
+    text = value.decode("ascii", "replace").strip().lower()
+    if text not in allowed:
+        raise FsError(errno.EINVAL, f"{what} must be one of {', '.join(allowed)}")
+    return text
+
+
+Figure = Callable[[DirtyConfig, "DirtyThrottle | None"], int | str]
+
+
+def _ratio(value: float) -> str:
+    return repr(int(value)) if value == int(value) else repr(value)
+
+
+def max_ratio_of(config: DirtyConfig, throttle: DirtyThrottle | None) -> float:
+    if throttle is not None:
+        return throttle.bdi.max_ratio
+    if config.max_ratio is not None:
+        return config.max_ratio
+    return 1.0 if config.device == "fuse" else 100.0
+
+
+def strictlimit_of(config: DirtyConfig, throttle: DirtyThrottle | None) -> bool:
+    if throttle is not None:
+        return throttle.bdi.strictlimit
+    if config.strictlimit is not None:
+        return config.strictlimit
+    return config.device == "fuse"
+
+
+FIGURES: dict[str, Figure] = {
+    "dirty_ratio": lambda c, t: _ratio(c.settings.dirty_ratio),
+    "dirty_background_ratio": lambda c, t: _ratio(c.settings.dirty_background_ratio),
+    "max_ratio": lambda c, t: _ratio(max_ratio_of(c, t)),
+    "strictlimit": lambda c, t: int(strictlimit_of(c, t)),
+}
+
+
+# -- the root's user.mkwritefs.* names ----------------------------------------------------
+def _dirty_pages(fs: Filesystem) -> int:
+    if fs.dirty is None:
+        raise FsError(errno.ENODATA, "no dirty accounting: dirty_throttle is none")
+    return fs.dirty.dirty_pages()
+
+
+def _dirty_limit_pages(fs: Filesystem) -> int:
+    if fs.dirty is None:
+        raise FsError(errno.ENODATA, "no dirty limit: dirty_throttle is none")
+    return fs.dirty.limit_pages()
+
+
+def _figure(name: str) -> Callable[[Filesystem], int | str]:
+    return lambda fs: FIGURES[name](fs.dirty_config, fs.dirty)
+
+
+def _set_ratio(name: str) -> Callable[[Filesystem, bytes, Ctx], None]:
+    def setter(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+        introspect.require_owner(fs, ctx)
+        set_vm_ratio(fs.dirty_config, name, value)
+
+    return setter
+
+
+def _set_max_ratio(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    introspect.require_owner(fs, ctx)
+    set_max_ratio(fs.dirty_config, fs.dirty, value)
+
+
+def _set_strictlimit(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    introspect.require_owner(fs, ctx)
+    set_strictlimit(fs.dirty_config, fs.dirty, value)
+
+
+def _set_throttle(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    introspect.require_owner(fs, ctx)
+    fs.set_dirty_throttle(choice(value, ("none", *DirtyDomain.THROTTLES), "dirty_throttle"))
+
+
+def _set_placement(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    introspect.require_owner(fs, ctx)
+    fs.dirty_config.placement = choice(value, PLACEMENTS, "dirty_placement")
+
+
+def _throttle_name(fs: Filesystem) -> str:
+    return "none" if fs.dirty is None else fs.dirty.domain.throttle
+
+
+def register() -> None:
+    """Add the dirty model's names to the root's ``user.mkwritefs.*``."""
+    introspect.register_root(b"dirty_pages", _dirty_pages)
+    introspect.register_root(b"dirty_limit_pages", _dirty_limit_pages)
+    introspect.register_root(b"dirty_throttle", _throttle_name)
+    introspect.register_root(b"dirty_placement", lambda fs: fs.dirty_config.placement)
+    introspect.register_root_setter(b"dirty_throttle", _set_throttle)
+    introspect.register_root_setter(b"dirty_placement", _set_placement)
+    for name in FIGURES:
+        introspect.register_root(name.encode(), _figure(name))
+    for name in ("dirty_ratio", "dirty_background_ratio"):
+        introspect.register_root_setter(name.encode(), _set_ratio(name))
+    introspect.register_root_setter(b"max_ratio", _set_max_ratio)
+    introspect.register_root_setter(b"strictlimit", _set_strictlimit)
+
+
+register()
