@@ -121,6 +121,10 @@ class Recorder:
         self.items.append(item)
         return item
 
+    def mounted(self) -> None:
+        """The runner mounts: virtual time ends here, real time goes on."""
+        self._add(0, "mount", "mounted: real time from here")
+
     def _mmu_event(self, kind: str, pid: int, addr: int, pgoff: int, detail: str) -> None:
         self._add(pid, kind, detail, page=pgoff, addr=addr)
 
@@ -152,8 +156,9 @@ class Recorder:
         label = s.name or s.kind
         self.items.insert(first, Item(first, start, track, "step", f"{s.kind}: {label} → {result}",
                                       end_seq=len(self.items) + 1))  # fmt: skip
-        self.items[first + 1 :] = [_renumber(it, n) for n, it in
-                                   enumerate(self.items[first + 1 :], start=first + 1)]
+        self.items[first + 1 :] = [
+            _renumber(it, n) for n, it in enumerate(self.items[first + 1 :], start=first + 1)
+        ]
         self.dirty_after_step[id(s)] = self._dirty()
 
 
@@ -185,6 +190,7 @@ def record_policy(scenario: Scenario, policy: str, *, profile: str | None = None
         recorder = Recorder(run)
 
         def serve(fs: Any, where: str) -> Any:
+            recorder.mounted()
             return serving(fs, where, handle_signals=False)
 
         await run.play(clock, _with_after(serve, _nothing))
@@ -231,7 +237,7 @@ GLYPHS: dict[str, tuple[str, str]] = {  # kind -> (shape, colour)
     "mkwrite": ("diamond", "#2a9d3a"),
     "mkwrite_refused": ("diamond", "#d62828"),
     "sigbus": ("cross", "#d62828"),
-    "cow": ("triangle", "#8e44ad"),
+    "cow": ("triangle", "#c2185b"),
     "mkclean": ("square", "#1a8fa0"),
     "reserve": ("triangle", "#6c4ab6"),
     "writeback": ("square", "#1d4ed8"),
@@ -268,7 +274,9 @@ def _shape(kind: str, x: float, y: float, title: str) -> str:
         pts = f"{x},{y - 6} {x + 6},{y + 5} {x - 6},{y + 5}"
         return f'<polygon points="{pts}" fill="{colour}">{t}</polygon>'
     if shape == "square":
-        return f'<rect x="{x - 5:.1f}" y="{y - 5}" width="10" height="10" fill="{colour}">{t}</rect>'
+        return (
+            f'<rect x="{x - 5:.1f}" y="{y - 5}" width="10" height="10" fill="{colour}">{t}</rect>'
+        )
     if shape == "cross":
         return (f'<g stroke="{colour}" stroke-width="3">{t}<line x1="{x - 6}" y1="{y - 6}" '
                 f'x2="{x + 6}" y2="{y + 6}"/><line x1="{x - 6}" y1="{y + 6}" x2="{x + 6}" '
@@ -284,8 +292,8 @@ def timeline_svg(rec: Recording, dirty_max: int, dirty_limit: int | None) -> str
     events = [it for it in rec.items if it.kind != "step"]
     tracks = sorted({it.track for it in rec.items} | {0}, key=lambda t: (t == 0, t))
     names = rec.result.tracks
-    slot = max(7.0, min(26.0, 1040.0 / max(1, len(events))))
-    left, row, top = 150, 30, 24
+    slot = max(7.0, min(26.0, 940.0 / max(1, len(events))))
+    left, row, top = 150, 38, 30
     xs: dict[int, float] = {}
     x = left + slot
     for it in rec.items:
@@ -314,17 +322,23 @@ def timeline_svg(rec: Recording, dirty_max: int, dirty_limit: int | None) -> str
         out.append(f'<rect x="{x0:.1f}" y="{y_of[it.track] - 12}" width="{x1 - x0:.1f}" '
                    f'height="24" rx="4" class="{"stepbad" if bad else "step"}">'
                    f"<title>{html.escape(it.detail)}</title></rect>")  # fmt: skip
-    last_time = None
+        label = it.detail.split(": ", 1)[-1]
+        if len(label) * 5.6 < x1 - x0 - 4:  # room for the label above the bar
+            out.append(f'<text x="{x0 + 3:.1f}" y="{y_of[it.track] - 14}" class="steplabel">'
+                       f"{html.escape(label)}</text>")  # fmt: skip
+    last_time, last_x = None, -100.0
     for it in events:
         if it.kind == "mount":
             out.append(f'<line x1="{xs[it.seq]:.1f}" y1="{top - 8}" x2="{xs[it.seq]:.1f}" '
-                       f'y2="{rows_h + dirty_h}" class="mount"/><text x="{xs[it.seq] + 3:.1f}" '
-                       f'y="{top - 10}" class="tick">mounted: real time from here</text>')  # fmt: skip
+                       f'y2="{rows_h + dirty_h}" class="mount"/><text x="{xs[it.seq] - 3:.1f}" '
+                       f'y="{top - 14}" class="tick" text-anchor="end">mounted: real time '
+                       "from here</text>")  # fmt: skip
             continue
         if it.track in y_of:
             title = f"t={it.time:.6f}s {names.get(it.track, it.track)}: {it.kind} {it.detail}"
             out.append(_shape(_glyph_kind(it), xs[it.seq], y_of[it.track], title))
-        if last_time is None or it.time - last_time > 1e-4:
+        if (last_time is None or it.time - last_time > 1e-4) and xs[it.seq] - last_x > 70:
+            last_x = xs[it.seq]
             out.append(f'<text x="{xs[it.seq]:.1f}" y="{height - 4}" class="tick">'
                        f"t={it.time:.3g}s</text>")  # fmt: skip
             last_time = it.time
@@ -344,6 +358,8 @@ def _dirty_strip(rec: Recording, xs: dict[int, float], left: int, width: int, to
     pts = [f"{left},{base}"]
     prev = 0
     for it in rec.items:
+        if it.kind in ("step", "mount"):
+            continue
         pts.append(f"{xs[it.seq]:.1f},{y(prev):.1f}")
         pts.append(f"{xs[it.seq]:.1f},{y(it.dirty):.1f}")
         prev = it.dirty
@@ -373,8 +389,10 @@ def dirty_plot_svg(scenario: Scenario, recordings: list[Recording]) -> str:
            f'height="{h + top + 110}">']  # fmt: skip
     for v in sorted({0, top_v, math.ceil(top_v / 2)}):
         y = top + h - h * v / top_v
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#eee"/>'
-                   f'<text x="{left - 8}" y="{y + 4:.1f}" class="tick" text-anchor="end">{v}</text>')
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#eee"/>'
+            f'<text x="{left - 8}" y="{y + 4:.1f}" class="tick" text-anchor="end">{v}</text>'
+        )
     for n, s in enumerate(steps):
         x = left + n * dx
         label = html.escape(f"{s.kind} {s.name or ''}".strip())
@@ -388,8 +406,14 @@ def dirty_plot_svg(scenario: Scenario, recordings: list[Recording]) -> str:
         path = " ".join(f"{px:.1f},{py + offset:.1f}" for px, py in pts)
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2.5">'
                    f"<title>{html.escape(rec.result.policy)}</title></polyline>")  # fmt: skip
-        out.append(f'<text x="{left + w + 6 - 900 + 130 * k}" y="{top + h + 100}" '
-                   f'fill="{colour}" class="legend">━ {html.escape(rec.result.policy)}</text>')
+        out += [
+            f'<circle cx="{px:.1f}" cy="{py + offset:.1f}" r="3" fill="{colour}"/>'
+            for px, py in pts
+        ]
+        out.append(
+            f'<text x="{left + 10 + 130 * k}" y="{top + h + 100}" '
+            f'fill="{colour}" class="legend">━ {html.escape(rec.result.policy)}</text>'
+        )
     out.append(f'<text x="14" y="{top + h / 2}" class="tick" transform="rotate(-90 14 '
                f'{top + h / 2})">dirty pages</text></svg>')  # fmt: skip
     return "".join(out)
@@ -408,8 +432,10 @@ def pte_life(rec: Recording, page: int) -> list[tuple[str, str]]:
     key = (first.track, first.addr - first.addr % PAGE)
     vpn = first.addr // PAGE
     life: list[tuple[str, str]] = [("state-none", "no PTE")]
-    state, was_writable = "", False
+    state, was_writable = "no PTE", False
     for it in rec.items:
+        if it.kind in ("step", "mount"):
+            continue
         mine = (it.kind not in ("step", "writeback", "reserve", "throttle") and it.track == key[0]
                 and it.addr // PAGE == vpn) or (it.kind in ("writeback", "reserve")
                                                 and it.page == page)  # fmt: skip
@@ -431,7 +457,9 @@ def _event_text(it: Item) -> str:
     if it.kind == "mkclean":
         return "mkclean (cleaned for writeback)"
     if it.kind in ("writeback", "reserve"):
-        return f"{it.kind}: {it.detail.split(': ', 1)[-1]}"
+        return f"{it.kind}: {it.detail}"
+    if it.kind in ("sigbus", "sigsegv"):
+        return it.kind.upper()
     return it.kind
 
 
@@ -458,7 +486,8 @@ def life_html(rec: Recording, page: int) -> str:
     for cls, text in pte_life(rec, page):
         sep = '<span class="arrow">→</span>' if chips else ""
         chips.append(f'{sep}<span class="{cls}">{html.escape(text)}</span>')
-    return f'<div class="life"><b>{html.escape(rec.result.policy)}</b>{"".join(chips)}</div>'
+    policy = html.escape(rec.result.policy)
+    return f'<div class="life" data-policy="{policy}"><b>{policy}</b>{"".join(chips)}</div>'
 
 
 # -- the table and the document ------------------------------------------------------------------
@@ -505,7 +534,8 @@ tr.sep th{background:#f2f2f2;text-align:left}
 .timeline,.plot{background:#fff;border:1px solid #ddd;margin:4px 0 14px;display:block}
 .scroll{overflow-x:auto} .track{font-size:12px;fill:#333} .tick{font-size:10px;fill:#666}
 .legend{font-size:13px} .step{fill:#eef2f7;stroke:#c5cfdb} .stepbad{fill:#fdecec;stroke:#e8a0a0}
-.dirty{fill:#9ecae1;stroke:#3182bd} .limit{stroke:#d62828;stroke-dasharray:4 3}
+.steplabel{font-size:10px;fill:#555} .dirty{fill:#9ecae1;stroke:#3182bd}
+.limit{stroke:#d62828;stroke-dasharray:4 3}
 .mount{stroke:#888;stroke-dasharray:3 3}
 .keys span{display:inline-block;margin-right:14px;font-size:12px}
 .life{margin:6px 0;display:flex;flex-wrap:wrap;align-items:center;gap:4px}
@@ -522,8 +552,10 @@ def _legend_html() -> str:
     for kind, text in LEGEND:
         keys.append(f'<span><svg width="16" height="16">{_shape(kind, 8, 8, text)}</svg> '
                     f"{html.escape(text)}</span>")  # fmt: skip
-    return f'<div class="keys">{"".join(keys)} <span>▭ a step of the story (red: it did not '\
-           f"succeed)</span></div>"
+    return (
+        f'<div class="keys">{"".join(keys)} <span>▭ a step of the story (red: it did not '
+        f"succeed)</span></div>"
+    )
 
 
 def render(scenario: Scenario, recordings: list[Recording], page: int) -> str:
@@ -536,9 +568,11 @@ def render(scenario: Scenario, recordings: list[Recording], page: int) -> str:
     for rec in recordings:
         limit = rec.result.counters.get("dirty_limit_pages")
         limit = limit if isinstance(limit, int) else None
-        timelines.append(f"<h3>{html.escape(rec.result.policy)} "
-                         f"<small>(kernel profile {html.escape(rec.result.profile)})</small></h3>"
-                         f'<div class="scroll">{timeline_svg(rec, dirty_max, limit)}</div>')
+        timelines.append(
+            f"<h3>{html.escape(rec.result.policy)} "
+            f"<small>(kernel profile {html.escape(rec.result.profile)})</small></h3>"
+            f'<div class="scroll">{timeline_svg(rec, dirty_max, limit)}</div>'
+        )
     lives = "".join(life_html(r, page) for r in recordings)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -567,8 +601,13 @@ read-only, orange: writable) and what changed it.</p>
 """
 
 
-def build(scenario: Scenario, *, page: int | None = None, profile: str | None = None,
-          progress: Callable[[str], None] | None = None) -> tuple[str, list[Recording]]:
+def build(
+    scenario: Scenario,
+    *,
+    page: int | None = None,
+    profile: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[str, list[Recording]]:
     """Play ``scenario`` under every policy it declares and return the page."""
     recordings = []
     for n, policy in enumerate(scenario.policies, start=1):
@@ -597,8 +636,12 @@ def main(args: Any) -> int:
     if args.page is not None and args.page < 0:
         raise UsageError(f"--page must be a page number (0 or more), not {args.page}")
     try:
-        text, recordings = build(scenario, page=args.page, profile=args.profile,
-                                 progress=lambda t: print(t, file=sys.stderr, flush=True))
+        text, recordings = build(
+            scenario,
+            page=args.page,
+            profile=args.profile,
+            progress=lambda t: print(t, file=sys.stderr, flush=True),
+        )
     except MountError as exc:
         raise UsageError(str(exc)) from None
     with open(args.html, "w") as fp:
