@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
-from fusefs import mountinfo
+from fusefs import mountinfo, realbdi
 from fusefs.errors import FsError
 from fusefs.policy import DEFAULT_POLICY, Policy, parse_policy
 
@@ -412,12 +412,15 @@ def read_figures(path: str) -> tuple[str, dict[str, Figure]]:
 def run_stat(args: argparse.Namespace) -> int:
     kind, figures = read_figures(args.path)
     if args.json:
-        print(json.dumps({"path": args.path, "kind": kind, **figures}))
+        dirty = {"dirty": realbdi.beside(args.path)} if kind == "filesystem" else {}
+        print(json.dumps({"path": args.path, "kind": kind, **figures, **dirty}))
         return 0
     what = "mkwritefs filesystem" if kind == "filesystem" else "file on mkwritefs"
     print(f"{args.path} ({what}; blocks and pages are {BLOCK_SIZE} bytes)")
     for name, value in figures.items():
         print(f"  {name:<18} {value!s:>10}  {_unit(name, value)}".rstrip())
+    if kind == "filesystem":  # the dirty model beside the real kernel's bdi (fusefs.realbdi)
+        print("\n".join(realbdi.stat_lines(args.path)))
     return 0
 
 

@@ -31,6 +31,7 @@ are counted too (the kernel's tmpfs does not account dirty pages).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -250,7 +251,14 @@ def _dirty_limit_pages(fs: Filesystem) -> int:
 
 
 def _figure(name: str) -> Callable[[Filesystem], int | str]:
-    return lambda fs: FIGURES[name](fs.dirty_config, fs.dirty)
+    def figure(fs: Filesystem) -> int | str:
+        config = fs.dirty_config
+        if fs.dirty is None and config.device is None:  # the device the policy would get
+            device = "fuse" if str(fs.policy) == "fuse" else "disk"
+            config = dataclasses.replace(config, device=device)
+        return FIGURES[name](config, fs.dirty)
+
+    return figure
 
 
 def _set_ratio(name: str) -> Callable[[Filesystem, bytes, Ctx], None]:
