@@ -22,6 +22,7 @@ modern kernel with a few explicit ``if profile.x`` branches instead of four copi
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -66,27 +67,11 @@ V2_6_18 = Profile(
     msync_transfers_dirty=True,
     gup_force=GupForce.COW,
 )
-DRAFT = Profile(
-    "draft",
-    int_result=True,
-    page_lock=False,
-    mkclean=False,
-    notify_dirty_accounting=False,
-    dirty_at_fault=False,
-    msync_transfers_dirty=True,
-    gup_force=GupForce.DRAFT,
-)
-LEGACY = Profile(
-    "legacy",
-    notify=False,
-    int_result=True,
-    page_lock=False,
-    mkclean=False,
-    notify_dirty_accounting=False,
-    dirty_at_fault=False,
-    msync_transfers_dirty=True,
-    gup_force=GupForce.COW,
-)
+# Howells' draft: 2.6.18's fault path, but a forced write to a read-only shared
+# mapping went through the notify path (Zijlstra's note, KERNEL.md §5).
+DRAFT = dataclasses.replace(V2_6_18, name="draft", gup_force=GupForce.DRAFT)
+# Before 9637a5ef: the same era without the hook at all.
+LEGACY = dataclasses.replace(V2_6_18, name="legacy", notify=False)
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (MODERN, V2_6_18, DRAFT, LEGACY)}
 
