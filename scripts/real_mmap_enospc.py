@@ -7,12 +7,14 @@ and into an allocated page of a MAP_SHARED mapping, calls msync, writes with wri
 and fsyncs, and stores into a page fallocated before the fill; then reads everything
 back past the page cache. The same again with `--writeback-cache`. As root it adds two
 of the kernel's own filesystems as ground truth: ext4 on a loop device (`mkfs.ext4 -m 0`)
-and a size-limited tmpfs. One table shows them side by side.
+and a size-limited tmpfs. Then the simulator plays the same cases in process under the
+`fuse` and `reserve` policies (`fusefs.simprobe`). One table shows them side by side.
 
 Expected: ext4 and tmpfs refuse the store into a hole with SIGBUS at the store, while an
 overwrite of an allocated page succeeds. FUSE has no page_mkwrite upcall, so on
 mkwritefs the store succeeds, msync reports ENOSPC, and the data is not in the
-filesystem. fallocate before mapping keeps the data everywhere.
+filesystem - the simulator's `fuse` column shows the same; its `reserve` column shows
+what ext4 does. fallocate before mapping keeps the data everywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fusefs.realkernel import (
+    PAGE,
     Column,
     ProbeError,
     ProbeReport,
@@ -35,6 +38,9 @@ from fusefs.realkernel import (
     report_column,
     tmpfs_mounted,
 )
+from fusefs.simprobe import DEFAULT_CAPACITY, simulate
+
+SIM_POLICIES = ("fuse", "reserve")
 
 
 def probe_mkwritefs(size: str, *, writeback_cache: bool) -> ProbeReport:
@@ -54,14 +60,13 @@ def probe_tmpfs() -> ProbeReport:
 
 
 def simulator_columns(reports: Sequence[ProbeReport]) -> list[Column]:
-    """THE PLACE FOR THE SIMULATOR (issue 4): return the `fuse` and `reserve` columns.
-
-    Run the same scenario in sim_mmu under each policy and return one `Column` per
-    policy whose `cells` use the row keys of `fusefs.realkernel.ROWS`, e.g.
-    `Column("sim: reserve", {"store_hole": "SIGBUS", ...})`. `reports` are the real
-    kernel's measurements, for scenario sizes. Not implemented yet: no columns.
-    """
-    return []
+    """The simulator beside the real kernel: the same cases, in process, under `fuse`
+    (Linux's FUSE today: no page_mkwrite upcall) and `reserve` (the hook reserves a block
+    or refuses with SIGBUS, as ext4 does), on a filesystem of the first mkwritefs probe's
+    size (`fusefs.simprobe`: nothing mounted, data read from the simulated page cache)."""
+    blocks = next((r.df_full.size // PAGE for r in reports if r.label.startswith("mkwritefs")),
+                  DEFAULT_CAPACITY)  # fmt: skip
+    return [report_column(simulate(policy, capacity_blocks=blocks)) for policy in SIM_POLICIES]
 
 
 def measure(size: str, *, ground_truth: bool,
