@@ -261,9 +261,11 @@ def test_script_prints_the_comparison_as_json() -> None:
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     titles = [c["title"] for c in out["columns"]]
-    assert titles == ["mkwritefs (FUSE)", "mkwritefs --writeback-cache"]
-    for column in out["columns"]:
+    assert titles == ["mkwritefs (FUSE)", "mkwritefs --writeback-cache", "sim: fuse",
+                      "sim: reserve"]  # fmt: skip
+    for column in out["columns"][:3]:  # the real kernel's, and the simulator's fuse policy
         assert set(column["cells"]) == {key for key, _ in ROWS}
         assert column["cells"]["store_hole"] == "ok"
         assert column["cells"]["msync_hole"] == "ENOSPC"
+    assert out["columns"][3]["cells"]["store_hole"] == "SIGBUS"  # sim: reserve, as ext4
     assert set(out["skipped"]) == {"ext4", "tmpfs"}
