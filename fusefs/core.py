@@ -33,6 +33,7 @@ EINVAL for a directory renamed into itself, the xattr rules, and space.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import stat
@@ -139,7 +140,7 @@ class Filesystem:
         self.policy: Policy = parse_policy(policy)
         # The dirty-page model (fusefs.throttle): its configuration, kept while it is
         # off; the model once on (``dirty=`` here, or ``set_dirty_throttle``).
-        self.dirty_config = dirty or DirtyConfig()
+        self.dirty_config = copy.deepcopy(dirty) if dirty else DirtyConfig()  # our own
         self.writeback_interval = 5.0
         self.dirty_expire = 30.0
         self._flusher_kick = trio.Event()

@@ -507,14 +507,15 @@ class Run:
     def result(self) -> PolicyResult:
         vm = self.fs.vm_statistics()
         sim = self.sim.statistics()
+        dirty = self.fs.dirty  # the dirty model, when setup(dirty=DirtyConfig(...)) is on
         counters = {
             "stores_acknowledged": self.stores_acknowledged,
             "sigbus": sum(self.sigbus.values()),
             "mkwrite_calls": vm.mkwrite_calls,
             "writeback_errors": vm.writeback_errors,
             "lost_bytes": vm.lost_bytes,
-            "max_dirty_pages": self.max_dirty,
-            "dirty_limit_pages": None,  # no dirty throttling is plugged in (fs.balance_dirty)
+            "max_dirty_pages": dirty.domain.max_dirty if dirty else self.max_dirty,
+            "dirty_limit_pages": dirty.limit_pages() if dirty else None,  # fusefs.throttle
             "faults": sim.faults,
             "wp_faults": sim.wp_faults,
             "cow_copies": sim.cow_copies,

@@ -228,7 +228,7 @@ def setup(
     if profile not in PROFILES:
         _fail(f"unknown kernel profile {profile!r} (known: {', '.join(PROFILES)})")
     known = {"mkwrite_latency", "writeback_latency", "cache_write_latency",
-             "writeback_interval", "dirty_expire"}  # fmt: skip
+             "writeback_interval", "dirty_expire", "dirty"}  # fmt: skip
     for key in fs_options:
         if key not in known:
             _fail(f"unknown filesystem option {key!r} (known: {', '.join(sorted(known))})")

@@ -346,7 +346,7 @@ class DirtyDomain:
 
     # -- completion proportions (fprop, ~3 s periods) -------------------------------
     def _age_completions(self) -> None:
-        period = int(self.clock() / FPROP_PERIOD)
+        period = int(self.now_or_zero() / FPROP_PERIOD)  # readable outside a trio run
         shift = period - self._completions_period
         if shift > 0:
             for bdi in self.bdis:
