@@ -41,7 +41,12 @@ import trio
 
 from sim_mmu.bdi import Bdi, DirtyDomain, DirtySettings
 from sim_mmu.page import PAGE_SIZE, Page
-from sim_mmu.writeback import FixedBandwidthDevice, balance_dirty_pages_ratelimited, run_flusher
+from sim_mmu.writeback import (
+    DirtyRecorder,
+    FixedBandwidthDevice,
+    balance_dirty_pages_ratelimited,
+    run_flusher,
+)
 
 from . import introspect
 from .errors import FsError
@@ -66,6 +71,7 @@ class DirtyConfig:
     write_bandwidth: float = 256.0  # pages/s the flusher's store takes (1 MiB/s)
     max_ratio: float | None = None  # None: the device's default (fuse 1, disk 100)
     strictlimit: bool | None = None  # None: the device's default (fuse True)
+    record_interval: float | None = None  # sample a time series every so many s (plots)
     settings: DirtySettings = field(default_factory=DirtySettings)
 
     def __post_init__(self) -> None:
@@ -79,6 +85,8 @@ class DirtyConfig:
             raise ValueError(f"device must be one of {DEVICES}")
         if not self.write_bandwidth > 0:
             raise ValueError("write_bandwidth must be > 0 pages/s")
+        if self.record_interval is not None and not self.record_interval > 0:
+            raise ValueError("record_interval must be > 0 s")
 
 
 class _StoreAops:
@@ -116,6 +124,12 @@ class DirtyThrottle:
             self.bdi.strictlimit = config.strictlimit
         self.store = FixedBandwidthDevice(config.write_bandwidth)
         self.flusher_running = False
+        # The time series (virtual then real time), when asked for: DirtyRecorder.plot.
+        self.recorder = (
+            DirtyRecorder(self.domain, interval=config.record_interval)
+            if config.record_interval
+            else None
+        )
 
     @property
     def placement(self) -> str:
@@ -133,9 +147,14 @@ class DirtyThrottle:
         await balance_dirty_pages_ratelimited(self.bdi)
 
     async def run_flusher(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The device's flusher, and the recorder's sampling when there is one."""
         self.flusher_running = True
         try:
-            await run_flusher(self.bdi, task_status=task_status)
+            async with trio.open_nursery() as nursery:
+                if self.recorder is not None:
+                    await nursery.start(self.recorder.run)
+                await nursery.start(run_flusher, self.bdi)
+                task_status.started()
         finally:
             self.flusher_running = False
 

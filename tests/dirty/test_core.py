@@ -233,3 +233,23 @@ async def test_the_model_can_be_turned_on_at_run_time(autojump_clock: MockClock)
         assert errno_of(set_xattr, fs, "dirty_throttle", b"none") == errno.EBUSY
         nursery.cancel_scope.cancel()
     await f.close()
+
+
+async def test_the_series_is_recorded_when_asked(autojump_clock: MockClock, tmp_path) -> None:  # noqa: ANN001
+    fs = new_fs(record_interval=0.25, write_bandwidth=256.0)
+    assert fs.dirty is not None
+    recorder = fs.dirty.recorder
+    assert recorder is not None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fs.run_flusher)
+        await _dd(fs, b"/dd", 2000)
+        nursery.cancel_scope.cancel()
+    rows = recorder.rows
+    # a fresh device (100 MB/s guessed): dirty runs up to the limit, 362 pages wait for
+    # the store (256/s): > 1.25 s of samples
+    assert len(rows) >= 5
+    assert max(r["dirty"] for r in rows) <= rows[-1]["limit"]
+    assert {"thresh", "setpoint", "mkwritefs:dirty", "mkwritefs:write_bw"} <= set(rows[-1])
+    pytest.importorskip("matplotlib")
+    assert recorder.plot(tmp_path / "d.png")
+    assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
