@@ -292,7 +292,7 @@ def timeline_svg(rec: Recording, dirty_max: int, dirty_limit: int | None) -> str
     events = [it for it in rec.items if it.kind != "step"]
     tracks = sorted({it.track for it in rec.items} | {0}, key=lambda t: (t == 0, t))
     names = rec.result.tracks
-    slot = max(7.0, min(26.0, 940.0 / max(1, len(events))))
+    slot = max(7.0, min(40.0, 940.0 / max(1, len(events))))
     left, row, top = 150, 38, 30
     xs: dict[int, float] = {}
     x = left + slot
@@ -416,6 +416,57 @@ def dirty_plot_svg(scenario: Scenario, recordings: list[Recording]) -> str:
         )
     out.append(f'<text x="14" y="{top + h / 2}" class="tick" transform="rotate(-90 14 '
                f'{top + h / 2})">dirty pages</text></svg>')  # fmt: skip
+    return "".join(out)
+
+
+def dirty_time_svg(recordings: list[Recording]) -> str:
+    """Dirty pages over simulated time before the mount (virtual time: where throttling
+    pauses and sleeping hooks show), a step line per policy; "" when time stood still."""
+    series = []
+    for rec in recordings:
+        pts, prev = [], 0
+        for it in rec.items:
+            if it.kind == "mount":
+                break
+            if it.kind != "step":
+                pts += [(it.time, prev), (it.time, it.dirty)]
+                prev = it.dirty
+        series.append((rec, pts))
+    t_max = max((t for _, pts in series for t, _ in pts), default=0.0)
+    if t_max <= 0:
+        return ""
+    v_max = max([1, *(v for _, pts in series for _, v in pts)])
+    limits = [r.result.counters.get("dirty_limit_pages") for r in recordings]
+    v_max = max([v_max, *(v for v in limits if isinstance(v, int))])
+    left, w, h, top = 60, 1080, 200, 16
+    out = [f'<svg class="plot" id="dirty-time" xmlns="http://www.w3.org/2000/svg" '
+           f'width="{left + w + 30}" height="{h + top + 60}">']  # fmt: skip
+    for n in range(6):
+        x, t = left + w * n / 5, t_max * n / 5
+        out.append(f'<text x="{x:.1f}" y="{top + h + 14}" class="tick" text-anchor="middle">'
+                   f"{t:.3g} s</text>")  # fmt: skip
+    for v in sorted({0, v_max, math.ceil(v_max / 2)}):
+        y = top + h - h * v / v_max
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#eee"/>'
+                   f'<text x="{left - 8}" y="{y + 4:.1f}" class="tick" text-anchor="end">{v}'
+                   "</text>")  # fmt: skip
+    for k, (rec, pts) in enumerate(series):
+        colour = POLICY_COLOURS[k % len(POLICY_COLOURS)]
+        pts = [*pts, (t_max, pts[-1][1])] if pts else pts
+        off = (k - (len(series) - 1) / 2) * 2.0  # equal lines stay visible
+        path = " ".join(f"{left + w * t / t_max:.1f},{top + h - h * v / v_max + off:.1f}"
+                        for t, v in pts)  # fmt: skip
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2">'
+                   f"<title>{html.escape(rec.result.policy)}</title></polyline>"
+                   f'<text x="{left + 10 + 130 * k}" y="{top + h + 44}" fill="{colour}" '
+                   f'class="legend">━ {html.escape(rec.result.policy)}</text>')  # fmt: skip
+        limit = rec.result.counters.get("dirty_limit_pages")
+        if isinstance(limit, int):
+            y = top + h - h * limit / v_max
+            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" '
+                       f'stroke="{colour}" class="limit"><title>dirty limit '
+                       f"({html.escape(rec.result.policy)})</title></line>")  # fmt: skip
+    out.append("</svg>")
     return "".join(out)
 
 
@@ -547,6 +598,14 @@ tr.sep th{background:#f2f2f2;text-align:left}
 """
 
 
+def _time_section(recordings: list[Recording]) -> str:
+    plot = dirty_time_svg(recordings)
+    if not plot:
+        return ("<p>Simulated time stood still until the mount: every step above happened "
+                "at t=0, so there is no plot over time.</p>")  # fmt: skip
+    return f"<h2>Dirty pages over simulated time, until the mount</h2>{plot}"
+
+
 def _legend_html() -> str:
     keys = []
     for kind, text in LEGEND:
@@ -593,6 +652,7 @@ a mark for its detail. Beneath: dirty pages in the page cache.</p>
 {"".join(timelines)}
 <h2>Dirty pages after each step</h2>
 {dirty_plot_svg(scenario, recordings)}
+{_time_section(recordings)}
 <h2>The life of page {page}'s page-table entry</h2>
 <p>In the first process that faulted page {page} of a mapping: the PTE's state (blue:
 read-only, orange: writable) and what changed it.</p>

@@ -117,7 +117,7 @@ def test_page_has_story_table_timelines_plot_and_lives(headline: tuple[Path, str
     assert text.count("✓ held") == 11 * len(POLICIES)
     assert "✗ FAILED" not in text
     assert page.svgs.count("timeline") == len(POLICIES)
-    assert page.svgs.count("plot") == 1
+    assert page.svgs.count("plot") == 2  # by step; over time (cache's copies take time)
     assert page.external == []  # self-contained: nothing fetched, nothing run
 
 
@@ -188,3 +188,15 @@ def test_chromium_screenshot_shows_the_table_and_the_marks(
     assert (0xE8, 0xF6, 0xEA) in colours  # held cells of the table
     assert (0x2A, 0x9D, 0x3A) in colours  # page_mkwrite ok diamonds of the timeline
     assert (0xD6, 0x28, 0x28) in colours  # SIGBUS crosses / refused page_mkwrite
+
+
+@pytest.mark.mount
+def test_dirty_pages_over_time_when_virtual_time_passes(tmp_path: Path) -> None:
+    out = tmp_path / "flusher.html"
+    result = report("flusher-loses-data-nobody-asked-about", "--html", str(out))
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    plot = text[text.index('id="dirty-time"') : text.index("</svg>", text.index('id="dirty-time"'))]
+    assert plot.count("<polyline") == len(POLICIES)
+    last_tick = max(float(t) for t in re.findall(r">([0-9.]+) s</text>", plot))
+    assert last_tick >= 30  # the flusher waits dirty_expire (30 s) before writing back
