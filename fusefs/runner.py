@@ -77,6 +77,7 @@ class PolicyResult:
     expectations: list[ExpectationResult]
     events: list[TraceEvent] = field(default_factory=list)
     tracks: dict[int, str] = field(default_factory=dict)  # track id -> name
+    dirty_series: Any = None  # the dirty model's DirtyRecorder (record_interval set), or None
 
     @property
     def ok(self) -> bool:
@@ -528,7 +529,9 @@ class Run:
                   for e in self.sim.events()]  # fmt: skip
         events += self.fs_events + self.spans
         events.sort(key=lambda e: e.time)
-        return PolicyResult(self.policy, self.profile, counters, self.results, events, tracks)
+        series = dirty.recorder if dirty else None
+        return PolicyResult(self.policy, self.profile, counters, self.results, events, tracks,
+                            series)  # fmt: skip
 
 
 async def _flusher(fs: Filesystem, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -34,6 +34,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--trace", metavar="FILE",
                      help="write the events: Chrome trace JSON (Perfetto), or JSON lines "
                      "when FILE ends in .jsonl")
+    run.add_argument("--plot", metavar="FILE",
+                     help="draw the dirty-page time series as a PNG (a scenario with "
+                     "setup(dirty=DirtyConfig(record_interval=...))); FILE-POLICY.png per "
+                     "policy when several")  # fmt: skip
     run.add_argument("--mount", metavar="DIR", help="mount on DIR (default: a temporary one)")
     run.add_argument("--keep", action="store_true",
                      help="leave the (last) mount up after the run, until Ctrl-C")  # fmt: skip
@@ -98,8 +102,9 @@ def _run(args: argparse.Namespace) -> int:
     scenario, policies = _load(args)
     if args.mount is not None and not os.path.isdir(args.mount):
         raise UsageError(f"mount point {args.mount} is not an existing directory")
-    if args.trace is not None:
-        _check_writable(args.trace)
+    for out in (args.trace, args.plot):
+        if out is not None:
+            _check_writable(out)
     results = []
     for n, policy in enumerate(policies, start=1):
         print(f"[{n}/{len(policies)}] {scenario.name}: policy {policy}...", file=sys.stderr,
@@ -124,12 +129,26 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"FAILED {line}")
         else:
             print(scenario_report.details(results[0]))
+    if args.plot is not None:
+        _plot(args.plot, scenario.name, results)
     if args.trace is not None:
         with open(args.trace, "w") as fp:
             count = scenario_report.write_trace(fp, scenario.name, results,
                                                 jsonl=args.trace.endswith(".jsonl"))  # fmt: skip
         print(f"trace: {count} events in {args.trace}", file=sys.stderr)
     return 0 if all(r.ok for r in results) else 1
+
+
+def _plot(path: str, name: str, results: list[Any]) -> None:
+    """One PNG per policy of the dirty model's series (fusefs.throttle, DirtyRecorder)."""
+    series = [(r.policy, r.dirty_series) for r in results if r.dirty_series is not None]
+    if not series:
+        raise UsageError(f"scenario {name} records no dirty-page series (no --plot)")
+    for policy, recorder in series:
+        out = path if len(results) == 1 else f"{os.path.splitext(path)[0]}-{policy}.png"
+        if not recorder.plot(out, title=f"{name}: policy {policy}"):
+            raise UsageError("--plot needs matplotlib")
+        print(f"plot: {out}", file=sys.stderr)
 
 
 def _check_writable(path: str) -> None:

@@ -72,6 +72,7 @@ class DirtyConfig:
     max_ratio: float | None = None  # None: the device's default (fuse 1, disk 100)
     strictlimit: bool | None = None  # None: the device's default (fuse True)
     record_interval: float | None = None  # sample a time series every so many s (plots)
+    measured: bool = False  # the estimate starts at write_bandwidth, not the kernel's 100 MB/s
     settings: DirtySettings = field(default_factory=DirtySettings)
 
     def __post_init__(self) -> None:
@@ -123,6 +124,10 @@ class DirtyThrottle:
         if config.strictlimit is not None:
             self.bdi.strictlimit = config.strictlimit
         self.store = FixedBandwidthDevice(config.write_bandwidth)
+        if config.measured:  # as after an earlier run measured it (INIT_BW otherwise)
+            bdi, bw = self.bdi, config.write_bandwidth
+            bdi.write_bw = bdi.avg_write_bw = bdi.dirty_ratelimit = bw
+            bdi.balanced_dirty_ratelimit = bw
         self.flusher_running = False
         # The time series (virtual then real time), when asked for: DirtyRecorder.plot.
         self.recorder = (
