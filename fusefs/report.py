@@ -41,7 +41,9 @@ from sim_mmu.pte import PteView
 from sim_mmu.trace import Trace
 
 PAGE = 4096
-MAX_PAGES_SAMPLED = 64  # per mapping: the PTEs looked at after every event
+MAX_PAGES_SAMPLED = 64  # per mapping: the PTEs looked at after every event (and --page's)
+PAGE_EVENTS = {"fault", "wp_fault", "mkwrite", "cow", "mkclean", "pte_changed", "sigbus"}
+MAX_COLUMNS = 130  # a longer timeline is condensed: several events to a column
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Recording:
     result: PolicyResult
     items: list[Item] = field(default_factory=list)
     dirty_after_step: dict[int, int] = field(default_factory=dict)  # id(Step) -> pages
+    watch: int | None = None  # the page sampled beyond MAX_PAGES_SAMPLED, if any
 
 
 class _SampledTrace(Trace):
@@ -85,10 +88,14 @@ class _SampledTrace(Trace):
 class Recorder:
     """Watches one ``Run`` through its hooks (see the module docstring)."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, watch: int | None = None) -> None:
         self.run = run
+        self.watch = watch  # a page whose PTE is sampled even beyond MAX_PAGES_SAMPLED
         self.items: list[Item] = []
         self.dirty_after_step: dict[int, int] = {}
+        self._current: dict[tuple[int, int], str] = {}
+        self._snapshot: tuple[tuple[tuple[int, int], str], ...] = ()
+        self._stale = True
         run.sim.trace = _SampledTrace(self._mmu_event)
         fs_hook = run.fs.on_vm_event
         run.fs.on_vm_event = lambda ino, kind, index, detail: self._fs_event(
@@ -102,18 +109,49 @@ class Recorder:
     def _dirty(self) -> int:
         return sum(i.data.nr_dirty for i in self.run.fs.inodes.values() if i.data is not None)
 
+    def _sampled(self, length: int) -> list[int]:
+        pages = list(range(min(length // PAGE, MAX_PAGES_SAMPLED)))
+        if self.watch is not None and MAX_PAGES_SAMPLED <= self.watch < length // PAGE:
+            pages.append(self.watch)
+        return pages
+
     def _ptes(self) -> tuple[tuple[tuple[int, int], str], ...]:
-        seen = []
-        for proc in self.run.procs.values():
-            for addr, length, _f in self.run.maps.values():
-                for n in range(min(length // PAGE, MAX_PAGES_SAMPLED)):
-                    try:
-                        pte = proc.pte(addr + n * PAGE)
-                    except Exception:  # an exited process: no page table to look at
-                        pte = None
-                    if pte is not None and pte.present:
-                        seen.append(((proc.pid, addr + n * PAGE), _bits(pte)))
-        return tuple(seen)
+        """Every sampled PTE now: all of them after a step or an mm-wide event (mmap,
+        munmap, fork, exit...), else only the one page the last event was about."""
+        if self._stale:
+            self._current = {}
+            for proc in self.run.procs.values():
+                for addr, length, _f in self.run.maps.values():
+                    for n in self._sampled(length):
+                        self._look(proc, addr + n * PAGE)
+            self._stale = False
+            self._snapshot = tuple(self._current.items())
+        return self._snapshot
+
+    def _look(self, proc: Any, vaddr: int) -> bool:
+        """Sample one PTE into ``_current``; True if it changed."""
+        try:
+            pte = proc.pte(vaddr)
+        except Exception:  # an exited process: no page table to look at
+            pte = None
+        bits = _bits(pte) if pte is not None and pte.present else None
+        key = (proc.pid, vaddr)
+        if self._current.get(key) == bits:
+            return False
+        if bits is None:
+            del self._current[key]
+        else:
+            self._current[key] = bits
+        return True
+
+    def _look_page(self, pid: int, addr: int) -> None:
+        vaddr = addr - addr % PAGE
+        proc = next((p for p in self.run.procs.values() if p.pid == pid), None)
+        for start, length, _f in self.run.maps.values():
+            if proc is not None and start <= vaddr < start + length:
+                if (vaddr - start) // PAGE in self._sampled(length) and self._look(proc, vaddr):
+                    self._snapshot = tuple(self._current.items())
+                return
 
     def _add(self, track: int, kind: str, detail: str, **kw: Any) -> Item:
         item = Item(len(self.items), trio.current_time(), track, kind, detail,
@@ -126,6 +164,10 @@ class Recorder:
         self._add(0, "mount", "mounted: real time from here")
 
     def _mmu_event(self, kind: str, pid: int, addr: int, pgoff: int, detail: str) -> None:
+        if kind in PAGE_EVENTS and addr and not self._stale:
+            self._look_page(pid, addr)
+        else:
+            self._stale = True
         self._add(pid, kind, detail, page=pgoff, addr=addr)
 
     def _fs_event(self, hook: Any, ino: int, kind: str, index: int, detail: str) -> None:
@@ -160,6 +202,7 @@ class Recorder:
             _renumber(it, n) for n, it in enumerate(self.items[first + 1 :], start=first + 1)
         ]
         self.dirty_after_step[id(s)] = self._dirty()
+        self._stale = True  # a step may change PTEs without an event (a store's D bit)
 
 
 def _renumber(item: Item, n: int) -> Item:
@@ -177,7 +220,9 @@ def _bits(pte: PteView) -> str:
 # -- playing ---------------------------------------------------------------------------------
 
 
-def record_policy(scenario: Scenario, policy: str, *, profile: str | None = None) -> Recording:
+def record_policy(
+    scenario: Scenario, policy: str, *, profile: str | None = None, watch: int | None = None
+) -> Recording:
     """Play ``scenario`` under ``policy`` (its own trio run on the runner's virtual-then-real
     clock, its own temporary mount) and record it."""
     from fusefs.mount import serving
@@ -187,14 +232,14 @@ def record_policy(scenario: Scenario, policy: str, *, profile: str | None = None
 
     async def main() -> Recording:
         run = Run(scenario, policy, profile or scenario.profile, mountpoint)
-        recorder = Recorder(run)
+        recorder = Recorder(run, watch)
 
         def serve(fs: Any, where: str) -> Any:
             recorder.mounted()
             return serving(fs, where, handle_signals=False)
 
         await run.play(clock, _with_after(serve, _nothing))
-        return Recording(run.result(), recorder.items, recorder.dirty_after_step)
+        return Recording(run.result(), recorder.items, recorder.dirty_after_step, watch)
 
     try:
         return trio.run(main, clock=clock)
@@ -292,14 +337,17 @@ def timeline_svg(rec: Recording, dirty_max: int, dirty_limit: int | None) -> str
     events = [it for it in rec.items if it.kind != "step"]
     tracks = sorted({it.track for it in rec.items} | {0}, key=lambda t: (t == 0, t))
     names = rec.result.tracks
-    slot = max(7.0, min(40.0, 940.0 / max(1, len(events))))
+    per = max(1, math.ceil(len(events) / MAX_COLUMNS))  # events per column (condensed)
+    columns = math.ceil(len(events) / per)
+    slot = max(7.0, min(40.0, 940.0 / max(1, columns)))
     left, row, top = 150, 38, 30
     xs: dict[int, float] = {}
-    x = left + slot
+    n = 0
     for it in rec.items:
-        xs[it.seq] = x
+        xs[it.seq] = left + slot * (n // per + 1)
         if it.kind != "step":
-            x += slot
+            n += 1
+    x = left + slot * (columns + 1)
     width = int(x + slot + 10)
     rows_h = top + row * len(tracks)
     dirty_h = 70
@@ -307,6 +355,9 @@ def timeline_svg(rec: Recording, dirty_max: int, dirty_limit: int | None) -> str
     y_of = {t: top + row * n + row // 2 for n, t in enumerate(tracks)}
     out = [f'<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}">']  # fmt: skip
+    if per > 1:
+        out.append(f'<text x="6" y="14" class="tick">condensed: {len(events)} events, up to {per} '
+                   "a column (one mark per kind); only failed steps drawn</text>")  # fmt: skip
     for t in tracks:
         y = y_of[t]
         out.append(f'<line x1="{left}" y1="{y}" x2="{width - 5}" y2="{y}" stroke="#e5e5e5"/>')
@@ -315,10 +366,12 @@ def timeline_svg(rec: Recording, dirty_max: int, dirty_limit: int | None) -> str
     for it in rec.items:  # the steps, behind the events
         if it.kind != "step" or it.track not in y_of:
             continue
+        bad = not it.detail.endswith("→ ok")
+        if per > 1 and not bad:
+            continue  # condensed: only the steps that did not succeed
         x0 = xs[it.seq] - slot / 2
         x1 = xs.get(it.end_seq, x) - slot / 2
         x1 = max(x1, x0 + slot * 0.8)
-        bad = not it.detail.endswith("→ ok")
         out.append(f'<rect x="{x0:.1f}" y="{y_of[it.track] - 12}" width="{x1 - x0:.1f}" '
                    f'height="24" rx="4" class="{"stepbad" if bad else "step"}">'
                    f"<title>{html.escape(it.detail)}</title></rect>")  # fmt: skip
@@ -327,6 +380,10 @@ def timeline_svg(rec: Recording, dirty_max: int, dirty_limit: int | None) -> str
             out.append(f'<text x="{x0 + 3:.1f}" y="{y_of[it.track] - 14}" class="steplabel">'
                        f"{html.escape(label)}</text>")  # fmt: skip
     last_time, last_x = None, -100.0
+    counts: dict[tuple[float, int, str], int] = {}
+    for it in events:
+        key = (xs[it.seq], it.track, _glyph_kind(it))
+        counts[key] = counts.get(key, 0) + 1
     for it in events:
         if it.kind == "mount":
             out.append(f'<line x1="{xs[it.seq]:.1f}" y1="{top - 8}" x2="{xs[it.seq]:.1f}" '
@@ -334,9 +391,13 @@ def timeline_svg(rec: Recording, dirty_max: int, dirty_limit: int | None) -> str
                        f'y="{top - 14}" class="tick" text-anchor="end">mounted: real time '
                        "from here</text>")  # fmt: skip
             continue
-        if it.track in y_of:
+        key = (xs[it.seq], it.track, _glyph_kind(it))
+        if it.track in y_of and key in counts:
             title = f"t={it.time:.6f}s {names.get(it.track, it.track)}: {it.kind} {it.detail}"
-            out.append(_shape(_glyph_kind(it), xs[it.seq], y_of[it.track], title))
+            if counts[key] > 1:
+                title = f"{counts[key]} × {it.kind} from t={it.time:.3f}s, the first: {it.detail}"
+            del counts[key]  # one glyph per column, track and kind
+            out.append(_shape(key[2], xs[it.seq], y_of[it.track], title))
         if (last_time is None or it.time - last_time > 1e-4) and xs[it.seq] - last_x > 70:
             last_x = xs[it.seq]
             out.append(f'<text x="{xs[it.seq]:.1f}" y="{height - 4}" class="tick">'
@@ -358,7 +419,7 @@ def _dirty_strip(rec: Recording, xs: dict[int, float], left: int, width: int, to
     pts = [f"{left},{base}"]
     prev = 0
     for it in rec.items:
-        if it.kind in ("step", "mount"):
+        if it.kind in ("step", "mount") or it.dirty == prev:
             continue
         pts.append(f"{xs[it.seq]:.1f},{y(prev):.1f}")
         pts.append(f"{xs[it.seq]:.1f},{y(it.dirty):.1f}")
@@ -393,7 +454,10 @@ def dirty_plot_svg(scenario: Scenario, recordings: list[Recording]) -> str:
             f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#eee"/>'
             f'<text x="{left - 8}" y="{y + 4:.1f}" class="tick" text-anchor="end">{v}</text>'
         )
+    every = max(1, math.ceil(len(steps) / 40))  # at most 40 labels
     for n, s in enumerate(steps):
+        if n % every:
+            continue
         x = left + n * dx
         label = html.escape(f"{s.kind} {s.name or ''}".strip())
         out.append(f'<text x="{x:.1f}" y="{top + h + 14}" class="tick" '
@@ -408,7 +472,7 @@ def dirty_plot_svg(scenario: Scenario, recordings: list[Recording]) -> str:
                    f"<title>{html.escape(rec.result.policy)}</title></polyline>")  # fmt: skip
         out += [
             f'<circle cx="{px:.1f}" cy="{py + offset:.1f}" r="3" fill="{colour}"/>'
-            for px, py in pts
+            for px, py in (pts if len(pts) <= 80 else [])
         ]
         out.append(
             f'<text x="{left + 10 + 130 * k}" y="{top + h + 100}" '
@@ -483,6 +547,8 @@ def pte_life(rec: Recording, page: int) -> list[tuple[str, str]]:
     key = (first.track, first.addr - first.addr % PAGE)
     vpn = first.addr // PAGE
     life: list[tuple[str, str]] = [("state-none", "no PTE")]
+    if page >= MAX_PAGES_SAMPLED and page != rec.watch:
+        life.append(("none", f"(the PTE of page {page} was not sampled: ask for it with --page)"))
     state, was_writable = "no PTE", False
     for it in rec.items:
         if it.kind in ("step", "mount"):
@@ -673,7 +739,7 @@ def build(
     for n, policy in enumerate(scenario.policies, start=1):
         if progress is not None:
             progress(f"[{n}/{len(scenario.policies)}] {scenario.name}: policy {policy}...")
-        recordings.append(record_policy(scenario, policy, profile=profile))
+        recordings.append(record_policy(scenario, policy, profile=profile, watch=page))
     chosen = default_page(recordings) if page is None else page
     return render(scenario, recordings, chosen), recordings
 
