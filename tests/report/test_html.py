@@ -200,3 +200,29 @@ def test_dirty_pages_over_time_when_virtual_time_passes(tmp_path: Path) -> None:
     assert plot.count("<polyline") == len(POLICIES)
     last_tick = max(float(t) for t in re.findall(r">([0-9.]+) s</text>", plot))
     assert last_tick >= 30  # the flusher waits dirty_expire (30 s) before writing back
+
+
+WRONG = '''"""A store into a hole of a full filesystem, expected to succeed everywhere (wrong)."""
+from fusefs.scenario import *
+
+setup(capacity=2, policies=("legacy", "reserve"))
+create("/f", pages=1)
+fill()
+m = mmap(spawn("writer"), "/f")
+store(m, page=0, data=b"x", name="store")
+mount()
+expect("store", "ok")
+'''
+
+
+@pytest.mark.mount
+def test_failed_expectation_is_marked_and_exits_1(tmp_path: Path) -> None:
+    story = tmp_path / "wrong.py"
+    story.write_text(WRONG)
+    out = tmp_path / "wrong.html"
+    result = report(str(story), "--html", str(out))
+    assert result.returncode == 1, result.stderr
+    text = out.read_text()  # the page is written all the same: it shows what went wrong
+    assert "Some expectations FAILED" in text
+    cells = re.findall(r'<td class="(held|failed)"[^>]*>([^<]*)<b>', text)
+    assert cells[:2] == [("held", "ok "), ("failed", "sigbus ")]  # legacy, reserve
