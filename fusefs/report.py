@@ -534,6 +534,82 @@ def dirty_time_svg(recordings: list[Recording]) -> str:
     return "".join(out)
 
 
+MODEL_LINES = [  # DirtyRecorder column -> (legend, colour, dashed)
+    ("dirty", "dirty (all devices)", "#3182bd", False),
+    ("thresh", "dirty thresh", "#d62828", True),
+    ("setpoint", "setpoint", "#2a9d3a", True),
+    ("freerun", "freerun", "#f08c00", True),
+    ("bg_thresh", "background thresh", "#8e44ad", True),
+]
+
+
+def model_svg(rows: list[dict[str, float]]) -> str:
+    """The dirty-throttling model's own samples (``DirtyRecorder``): global dirty pages and
+    each device's, against the thresholds balance_dirty_pages steers by; and the devices
+    alone, zoomed, when their share is a small part of the global limit (FUSE's 1 %)."""
+    if not rows:
+        return ""
+    device = []
+    for key in rows[0]:
+        if key.endswith(":dirty"):
+            device.append((key, key.replace(":dirty", " dirty"), "#1a8fa0", False))
+        elif key.endswith(":wb_thresh"):
+            device.append((key, key.replace(":wb_thresh", " wb_thresh"), "#c2185b", True))
+    whole = _lines_svg(rows, [*MODEL_LINES, *device])
+    small = max([0.0, *(r.get(k, 0.0) for r in rows for k, *_ in device)])
+    if device and small < max(r.get("thresh", 0.0) for r in rows) / 10:
+        return (
+            whole
+            + "<p>The device alone (its share is a small part of the limit):</p>"
+            + (_lines_svg(rows, device))
+        )
+    return whole
+
+
+def _lines_svg(rows: list[dict[str, float]], lines: list[tuple[str, str, str, bool]]) -> str:
+    t0, t1 = rows[0]["time"], rows[-1]["time"]
+    span = max(t1 - t0, 1e-9)
+    v_max = max([1.0, *(r.get(k, 0.0) for r in rows for k, *_ in lines)])
+    left, w, h, top = 60, 1080, 180, 12
+    out = [f'<svg class="plot model" xmlns="http://www.w3.org/2000/svg" width="{left + w + 30}" '
+           f'height="{h + top + 56}">']  # fmt: skip
+    for n in range(6):
+        out.append(f'<text x="{left + w * n / 5:.1f}" y="{top + h + 14}" class="tick" '
+                   f'text-anchor="middle">{span * n / 5:.3g} s</text>')  # fmt: skip
+    for v in (0, v_max / 2, v_max):
+        y = top + h - h * v / v_max
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#eee"/>'
+                   f'<text x="{left - 8}" y="{y + 4:.1f}" class="tick" text-anchor="end">'
+                   f"{v:.0f}</text>")  # fmt: skip
+    step = max(1, len(rows) // 600)  # at most ~600 points a line
+    for k, (key, label, colour, dashed) in enumerate(lines):
+        pts = " ".join(
+            f"{left + w * (r['time'] - t0) / span:.1f},{top + h - h * r.get(key, 0.0) / v_max:.1f}"
+            for r in rows[::step]
+        )
+        dash = ' stroke-dasharray="5 3"' if dashed else ""
+        out.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"'
+                   f"{dash}><title>{html.escape(label)}</title></polyline>"
+                   f'<text x="{left + 10 + 150 * k}" y="{top + h + 40}" fill="{colour}" '
+                   f'class="legend">━ {html.escape(label)}</text>')  # fmt: skip
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _model_section(recordings: list[Recording]) -> str:
+    parts = []
+    for rec in recordings:
+        series = getattr(rec.result, "dirty_series", None)
+        rows = list(getattr(series, "rows", None) or [])
+        if rows:
+            parts.append(f"<h3>{html.escape(rec.result.policy)}</h3>{model_svg(rows)}")
+    if not parts:
+        return ""
+    return ("<h2>The dirty-throttling model (balance_dirty_pages)</h2><p>Its own samples, "
+            "in simulated time: dirty pages against the thresholds it steers by.</p>"
+            + "".join(parts))  # fmt: skip
+
+
 # -- the life of one page-table entry ---------------------------------------------------------
 
 
@@ -719,6 +795,7 @@ a mark for its detail. Beneath: dirty pages in the page cache.</p>
 <h2>Dirty pages after each step</h2>
 {dirty_plot_svg(scenario, recordings)}
 {_time_section(recordings)}
+{_model_section(recordings)}
 <h2>The life of page {page}'s page-table entry</h2>
 <p>In the first process that faulted page {page} of a mapping: the PTE's state (blue:
 read-only, orange: writable) and what changed it.</p>
