@@ -850,3 +850,5 @@ class Filesystem:
     def check(self) -> None:
         """Raise AssertionError when an invariant of the filesystem does not hold."""
         check_filesystem(self)
+        if self.dirty is not None:  # the model's counters are the page cache's
+            self.dirty.domain.check()
