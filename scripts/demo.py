@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The mkwritefs demo: a 16 MiB filesystem, filled until ENOSPC, then freed again; then
-the mmap safety demonstration, every write-notification policy side by side.
+the mmap safety demonstration, every write-notification policy side by side; the same
+story as a scenario with its expectations checked; and the real kernel beside it.
 
 Narrates each step and runs the real tools (`mkwritefs`, `dd`, `df`, `rm`) against a
 mount in a temporary directory, printing their output as a user would see it. The mount
@@ -39,7 +40,8 @@ def run(
     """Run a command, show it as `$ ...` with its output indented."""
     print(f"  $ {shown or shlex.join(cmd)}")
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    for line in (result.stdout + result.stderr).rstrip().splitlines():
+    # stderr first: progress lines come before the table they lead to.
+    for line in (result.stderr + result.stdout).rstrip().splitlines():
         print(f"    {line}")
     if check and result.returncode != 0:
         raise SystemExit(f"demo: `{shown or shlex.join(cmd)}` failed ({result.returncode})")
@@ -116,6 +118,29 @@ def policy_table() -> None:
         "and counted in user.mkwritefs.lost_bytes.")
 
 
+def headline_scenario() -> None:
+    say("The same story is the scenario library's headline. The runner plays it under "
+        "every policy, checks each expectation through the real mount, runs fsck, and "
+        "prints one table: a column per policy, a row per expectation.")
+    mkwritefs("scenario", "run", "headline-stores-into-holes", "--policy", "all")
+
+
+def real_kernel() -> None:
+    say("And the real kernel, asked the same question: a real mmap(MAP_SHARED) store into "
+        "a hole of a full filesystem, on our FUSE mount (the kernel's FUSE has no "
+        "page_mkwrite upcall) and, as root, on ext4 and tmpfs, beside the simulator's "
+        "fuse and reserve. Each store runs in its own child process.")
+    run(sys.executable, str(Path(__file__).with_name("real_mmap_enospc.py")),
+        shown="scripts/real_mmap_enospc.py", check=False)
+
+
+def next_steps() -> None:
+    say("Every other case of the kernel's table is a scenario too: `mkwritefs scenario "
+        "list` lists them, `mkwritefs scenario run NAME --policy all` plays one, "
+        "`--trace FILE` saves its events for Perfetto, and `mkwritefs scenario report "
+        "NAME --html FILE` draws it as one HTML page.")
+
+
 def _wait_for(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 5
     while not condition() and time.monotonic() < deadline:
@@ -125,6 +150,8 @@ def _wait_for(condition: Callable[[], bool]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="16M", help="filesystem size (default 16M)")
+    parser.add_argument("--no-real-kernel", action="store_true",
+                        help="skip the real-kernel comparison (ext4, tmpfs, FUSE mmap stores)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mkwritefs-demo-") as tmp:
         mnt = Path(tmp) / "mnt"
@@ -135,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             if find_mount(str(mnt)) is not None:
                 _unmount(mnt)
     policy_table()
+    headline_scenario()
+    if not args.no_real_kernel:
+        real_kernel()
+    next_steps()
     say("Done.")
     return 0
 
