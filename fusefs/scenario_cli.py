@@ -24,8 +24,19 @@ from sim_mmu.profile import PROFILES
 def _arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="the scenarios, one a line: name, then story")
-    run = sub.add_parser("run", help="play a scenario under one policy or all")
-    run.add_argument("scenario", metavar="NAME|FILE")
+    run = sub.add_parser(
+        "run",
+        help="play a scenario under one policy or all",
+        description="Play a scenario under each policy it declares (or the one given): "
+        "simulated processes on virtual time, then the real mount for the checks. Prints "
+        "a table with a column per policy and a row per expectation. Exit status 1 when "
+        "an expectation failed, 2 for a bad scenario or bad arguments.",
+    )
+    run.add_argument(
+        "scenario",
+        metavar="NAME|FILE",
+        help="a name from `mkwritefs scenario list`, or the path of a scenario file",
+    )
     run.add_argument("--policy", default="all",
                      help=f"one of {', '.join(ALL)}, or all (default: all the scenario declares)")
     run.add_argument("--profile", choices=list(PROFILES),
