@@ -53,7 +53,7 @@ from .inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode, StatFs
 from .policy import DEFAULT_POLICY, Policy, parse_policy
 from .rename import RENAME_EXCHANGE, RENAME_NOREPLACE, rename_entry
 from .space import BLOCK_SIZE, BlockPool, SpaceStats
-from .throttle import DirtyConfig, DirtyThrottle
+from .throttle import CHARGED_TASK, DirtyConfig, DirtyThrottle, Writer
 from .vm import BackingCache, SimFile
 
 __all__ = [
@@ -90,6 +90,7 @@ class OpenFile:
     inode: Inode
     flags: int
     wb_err_since: int  # errseq sample taken at open (``file->f_wb_err``)
+    writer: Writer | None = None  # whom the dirty throttle charges for its write(2)s
 
     @property
     def writable(self) -> bool:
@@ -488,7 +489,15 @@ class Filesystem:
         if not of.writable:
             raise FsError(errno.EBADF, "file not open for writing")
         assert of.inode.data is not None
-        n = await of.inode.data.write(offset, data)
+        if self.dirty is None:
+            n = await of.inode.data.write(offset, data)
+        else:  # charge the open file: a FUSE request is a trio task of its own
+            of.writer = of.writer or Writer(f"fh {fh}")
+            token = self.dirty.charging(of.writer)
+            try:
+                n = await of.inode.data.write(offset, data)
+            finally:
+                CHARGED_TASK.reset(token)
         of.inode.touch_modified(self.clock())
         return n
 

@@ -319,7 +319,10 @@ class FileData:
         end = len(src)
         while done < end:
             if done and balance is not None:
-                await balance(self)  # after each page copied, as generic_perform_write
+                # after each page copied, as generic_perform_write; i_size first (its
+                # write_end), or the flusher would drop the new pages as past EOF
+                self.size = max(self.size, offset + done)
+                await balance(self)
             pos = offset + done
             index = pos >> PAGE_SHIFT
             start = pos & PAGE_MASK
@@ -359,6 +362,7 @@ class FileData:
         if done and self.dirtied_when is None:
             self.dirtied_when = trio.current_time()
         if done and balance is not None:
+            self.size = max(self.size, offset + done)
             await balance(self)
         return done
 

@@ -30,6 +30,7 @@ are counted too (the kernel's tmpfs does not account dirty pages).
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import errno
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from sim_mmu.bdi import Bdi, DirtyDomain, DirtySettings
+from sim_mmu.bdi import CHARGED_TASK, Bdi, DirtyDomain, DirtySettings
 from sim_mmu.page import PAGE_SIZE, Page
 from sim_mmu.writeback import (
     DirtyRecorder,
@@ -108,6 +109,17 @@ class _StoreAops:
             await self.device.transfer(1)
 
 
+class Writer:
+    """Who write(2) charges: one open file description (the kernel charges the calling
+    task; through FUSE every request runs in a trio task of its own, so the open file is
+    what lasts from one request of a ``dd`` to the next, with its carried pause debt)."""
+
+    __slots__ = ("__weakref__", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
 class DirtyThrottle:
     """One mount's dirty-page domain and backing device."""
 
@@ -150,6 +162,10 @@ class DirtyThrottle:
     async def balance(self, data: FileData) -> None:
         """``balance_dirty_pages_ratelimited`` for the current task."""
         await balance_dirty_pages_ratelimited(self.bdi)
+
+    def charging(self, writer: Writer) -> contextvars.Token[Any]:
+        """Charge ``writer`` for what follows (reset with ``CHARGED_TASK.reset``)."""
+        return CHARGED_TASK.set(writer)
 
     async def run_flusher(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The device's flusher, and the recorder's sampling when there is one."""

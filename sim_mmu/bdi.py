@@ -30,6 +30,7 @@ the current trio task (the kernel's ``current``).
 
 from __future__ import annotations
 
+import contextvars
 import math
 import weakref
 from collections.abc import Callable
@@ -64,6 +65,11 @@ INITIAL_NR_DIRTIED_PAUSE = 32
 DIRTY_EXCEEDED_RATELIMIT = 8
 #: Strictlimit devices with fewer dirty pages than this run at twice the global rate.
 STRICT_MIN_DIRTY = 8
+
+#: The task charged for pages dirtied and throttled (the kernel's ``current``): by default
+#: the current trio task; a server that handles one writer's requests in many trio tasks
+#: (FUSE) sets a longer-lived object here (weakly referenced, named by ``.name``).
+CHARGED_TASK: contextvars.ContextVar[Any] = contextvars.ContextVar("charged_task", default=None)
 
 
 # -- the arithmetic ---------------------------------------------------------------------
@@ -335,9 +341,10 @@ class DirtyDomain:
         return sum(b.min_ratio for b in self.bdis)
 
     def task_state(self, task: Any = None) -> DirtyTask:
-        """The throttle state of ``task`` (default: the current trio task)."""
+        """The throttle state of ``task`` (default: ``CHARGED_TASK``, else the current
+        trio task)."""
         if task is None:
-            task = trio.lowlevel.current_task()
+            task = CHARGED_TASK.get() or trio.lowlevel.current_task()
         state = self.tasks.get(task)
         if state is None:
             state = DirtyTask(getattr(task, "name", repr(task)))
