@@ -29,6 +29,7 @@ SIMULATED = (
     "dirty_limit_pages",
     "dirty_ratio",
     "dirty_background_ratio",
+    "min_ratio",
     "max_ratio",
     "strictlimit",
 )
@@ -106,5 +107,5 @@ def stat_lines(mountpoint: str) -> list[str]:
     lines.append(
         f"  {'strictlimit':<22} {_shown(sim['strictlimit']):<16} {_shown(real.strict_limit)}"
     )
-    lines.append(f"  {'min_ratio':<22} {'0':<16} {_shown(real.min_ratio)}")
+    lines.append(f"  {'min_ratio':<22} {_shown(sim['min_ratio']):<16} {_shown(real.min_ratio)}")
     return [line.rstrip() for line in lines]

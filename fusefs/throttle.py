@@ -71,6 +71,7 @@ class DirtyConfig:
     device: str | None = None  # "fuse" | "disk"; None: "fuse" under the fuse policy
     write_bandwidth: float = 256.0  # pages/s the flusher's store takes (1 MiB/s)
     max_ratio: float | None = None  # None: the device's default (fuse 1, disk 100)
+    min_ratio: float = 0.0  # the device's guaranteed share of thresh (%)
     strictlimit: bool | None = None  # None: the device's default (fuse True)
     record_interval: float | None = None  # sample a time series every so many s (plots)
     measured: bool = False  # the estimate starts at write_bandwidth, not the kernel's 100 MB/s
@@ -131,8 +132,8 @@ class DirtyThrottle:
         self.bdi = Bdi.fuse(self.domain, "mkwritefs") if device == "fuse" else Bdi(
             self.domain, "mkwritefs"
         )
-        if config.max_ratio is not None:
-            self.bdi.set_ratios(self.bdi.min_ratio, config.max_ratio)
+        max_ratio = self.bdi.max_ratio if config.max_ratio is None else config.max_ratio
+        self.bdi.set_ratios(config.min_ratio, max_ratio)
         if config.strictlimit is not None:
             self.bdi.strictlimit = config.strictlimit
         self.store = FixedBandwidthDevice(config.write_bandwidth)
@@ -219,6 +220,32 @@ def set_vm_ratio(config: DirtyConfig, name: str, value: bytes) -> None:
     setattr(config.settings, name.replace("_ratio", "_bytes"), 0)
 
 
+def set_vm_bytes(config: DirtyConfig, name: str, value: bytes) -> None:
+    """``dirty_bytes`` or ``dirty_background_bytes`` (0: use the ratio); as in the kernel,
+    a non-zero value clears its ``*_ratio`` counterpart.  EINVAL changes nothing."""
+    text = value.decode("ascii", "replace").strip()
+    if not text.isdigit():
+        raise FsError(errno.EINVAL, f"{name}: {text!r} is not a byte count")
+    number = int(text)
+    if name == "dirty_bytes" and 0 < number < 2 * PAGE_SIZE:  # the kernel's minimum
+        raise FsError(errno.EINVAL, f"dirty_bytes must be 0 or >= {2 * PAGE_SIZE}")
+    setattr(config.settings, name, number)
+    if number:
+        setattr(config.settings, name.replace("_bytes", "_ratio"), 0.0)
+
+
+def set_min_ratio(config: DirtyConfig, throttle: DirtyThrottle | None, value: bytes) -> None:
+    number = _number(value, "min_ratio")
+    if throttle is not None:
+        try:
+            throttle.bdi.set_ratios(number, throttle.bdi.max_ratio)
+        except ValueError as exc:
+            raise FsError(errno.EINVAL, str(exc)) from None
+    elif number > max_ratio_of(config, None):
+        raise FsError(errno.EINVAL, "min_ratio must not exceed max_ratio")
+    config.min_ratio = number
+
+
 def set_max_ratio(config: DirtyConfig, throttle: DirtyThrottle | None, value: bytes) -> None:
     number = _number(value, "max_ratio")
     if throttle is not None:
@@ -226,6 +253,8 @@ def set_max_ratio(config: DirtyConfig, throttle: DirtyThrottle | None, value: by
             throttle.bdi.set_ratios(throttle.bdi.min_ratio, number)
         except ValueError as exc:
             raise FsError(errno.EINVAL, str(exc)) from None
+    elif number < config.min_ratio:
+        raise FsError(errno.EINVAL, "max_ratio must not be below min_ratio")
     config.max_ratio = number
 
 
@@ -272,6 +301,9 @@ def strictlimit_of(config: DirtyConfig, throttle: DirtyThrottle | None) -> bool:
 FIGURES: dict[str, Figure] = {
     "dirty_ratio": lambda c, t: _ratio(c.settings.dirty_ratio),
     "dirty_background_ratio": lambda c, t: _ratio(c.settings.dirty_background_ratio),
+    "dirty_bytes": lambda c, t: c.settings.dirty_bytes,
+    "dirty_background_bytes": lambda c, t: c.settings.dirty_background_bytes,
+    "min_ratio": lambda c, t: _ratio(t.bdi.min_ratio if t is not None else c.min_ratio),
     "max_ratio": lambda c, t: _ratio(max_ratio_of(c, t)),
     "strictlimit": lambda c, t: int(strictlimit_of(c, t)),
 }
@@ -307,6 +339,19 @@ def _set_ratio(name: str) -> Callable[[Filesystem, bytes, Ctx], None]:
         set_vm_ratio(fs.dirty_config, name, value)
 
     return setter
+
+
+def _set_bytes(name: str) -> Callable[[Filesystem, bytes, Ctx], None]:
+    def setter(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+        introspect.require_owner(fs, ctx)
+        set_vm_bytes(fs.dirty_config, name, value)
+
+    return setter
+
+
+def _set_min_ratio(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    introspect.require_owner(fs, ctx)
+    set_min_ratio(fs.dirty_config, fs.dirty, value)
 
 
 def _set_max_ratio(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
@@ -345,6 +390,9 @@ def register() -> None:
         introspect.register_root(name.encode(), _figure(name))
     for name in ("dirty_ratio", "dirty_background_ratio"):
         introspect.register_root_setter(name.encode(), _set_ratio(name))
+    for name in ("dirty_bytes", "dirty_background_bytes"):
+        introspect.register_root_setter(name.encode(), _set_bytes(name))
+    introspect.register_root_setter(b"min_ratio", _set_min_ratio)
     introspect.register_root_setter(b"max_ratio", _set_max_ratio)
     introspect.register_root_setter(b"strictlimit", _set_strictlimit)
 

@@ -225,6 +225,16 @@ async def test_settings_are_for_the_owner_and_bad_values_change_nothing() -> Non
     assert (fs.dirty.bdi.max_ratio, fs.dirty.bdi.strictlimit) == (2.5, True)
     set_xattr(fs, "dirty_ratio", b"20", ROOT)  # root may too
     assert fs.dirty.domain.limits().thresh == 1638
+    set_xattr(fs, "dirty_bytes", b"4194304")  # 4 MiB: the ratio gives way
+    assert (fs.dirty.domain.limits().thresh, xattr(fs, "dirty_ratio")) == (1024, b"0")
+    for bad in (b"4096", b"-1", b"4M"):
+        assert errno_of(set_xattr, fs, "dirty_bytes", bad) == errno.EINVAL
+    set_xattr(fs, "dirty_ratio", b"20")  # and back
+    assert (fs.dirty.domain.limits().thresh, xattr(fs, "dirty_bytes")) == (1638, b"0")
+    set_xattr(fs, "min_ratio", b"2")
+    assert xattr(fs, "min_ratio") == b"2"
+    assert errno_of(set_xattr, fs, "min_ratio", b"3") == errno.EINVAL  # above max_ratio 2.5
+    assert fs.dirty.bdi.min_ratio == 2.0
 
 
 async def test_the_model_can_be_turned_on_at_run_time(autojump_clock: MockClock) -> None:
