@@ -21,11 +21,22 @@ The device kind: ``fuse`` is ``Bdi.fuse`` (``max_ratio`` 1 %, ``strictlimit``:
 the policy models: ``fuse`` for the ``fuse`` policy (``fuse_page_mkwrite``), ``disk``
 for the others (ext4, btrfs, NFS, tmpfs have ordinary bdis).
 
+Root attributes (``user.mkwritefs.*``, registered with ``fusefs.introspect``):
+``dirty_pages`` (dirty + writeback) and ``dirty_limit_pages`` (the device's own share
+under strictlimit, else the domain's limit), read-only, ENODATA while the model is off;
+settings for the mount's owner (EPERM for others, EINVAL for a bad value, which changes
+nothing): ``dirty_throttle`` (none, off, crude, modern; on for good once on),
+``dirty_placement``, ``dirty_ratio``, ``dirty_background_ratio``, ``dirty_bytes``,
+``dirty_background_bytes``, ``min_ratio``, ``max_ratio``, ``strictlimit``.
+
 Invariants: every live regular file's mapping is attached to ``bdi`` while the model is
-on (``DirtyDomain.check`` then holds); settings changed here apply at once (the domain
-shares ``config.settings``).  Known simplification: writeback that is not the flusher's
-(``fsync``, the core's periodic expiry) takes no device time, and ``shmem``-policy files
-are counted too (the kernel's tmpfs does not account dirty pages).
+on (``DirtyDomain.check``, run by ``Filesystem.check``, then holds); settings changed here
+apply at once (the domain shares ``config.settings``).  write(2) charges the open file
+(``Writer`` via ``sim_mmu.bdi.CHARGED_TASK``), stores through mappings the simulated
+process's task.  Known simplifications: each filesystem is its own machine (mounts do
+not share one domain); writeback that is not the flusher's (``fsync``, the core's
+periodic expiry) takes no device time; ``shmem``-policy files are counted too (the
+kernel's tmpfs does not account dirty pages).
 """
 
 from __future__ import annotations
