@@ -548,8 +548,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def _reexec_with_huge_pages() -> None:
+    """Run the server with glibc's malloc asking for transparent huge pages.
+
+    Every page of file data is a fresh 4 KiB heap allocation, and on these machines the
+    kernel's first-touch fault of each costs more than copying the data into it: with
+    the heap in 2 MiB pages, sequential write(2) through the mount measured about 20 %
+    faster (scripts/bench_fs.py, same run). The tunable is read only at process start,
+    hence the exec (same pid, same arguments). Elsewhere than glibc 2.35+ it is ignored.
+    """
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in tunables:
+        return
+    env = dict(os.environ)
+    env["GLIBC_TUNABLES"] = f"{tunables}:{_HUGE_PAGES_TUNABLE}" if tunables else _HUGE_PAGES_TUNABLE
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "fusefs.cli", *sys.argv[1:]], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and args.command == "mount":
+        _reexec_with_huge_pages()
     try:
         return int(args.run(args))
     except UsageError as exc:
