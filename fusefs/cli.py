@@ -294,6 +294,17 @@ def _umount_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _mkwritefs_mount(path: str) -> str:
+    """The real path of ``path``, which must be a mkwritefs mount point (else UsageError)."""
+    mountpoint = os.path.realpath(path)
+    fstype = find_mount(mountpoint)
+    if fstype is None:
+        raise UsageError(f"{path} is not a mount point")
+    if fstype != FS_TYPE:
+        raise UsageError(f"{path} is a {fstype} mount, not mkwritefs")
+    return mountpoint
+
+
 @command(
     "umount",
     help="unmount a mkwritefs and wait for its server to exit",
@@ -304,12 +315,7 @@ def _umount_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments=_umount_arguments,
 )
 def run_umount(args: argparse.Namespace) -> int:
-    mountpoint = os.path.realpath(args.dir)
-    fstype = find_mount(mountpoint)
-    if fstype is None:
-        raise UsageError(f"{args.dir} is not a mount point")
-    if fstype != FS_TYPE:
-        raise UsageError(f"{args.dir} is a {fstype} mount, not mkwritefs")
+    mountpoint = _mkwritefs_mount(args.dir)
     if shutil.which("fusermount3") is None:
         raise UsageError("fusermount3 not found: install fuse3")
     servers = _server_pids(mountpoint)
@@ -500,19 +506,14 @@ def _set_error(mount: str, key: str, value: str, exc: OSError) -> str:
     add_arguments=_set_arguments,
 )
 def run_set(args: argparse.Namespace) -> int:
-    mountpoint = os.path.realpath(args.mount)
-    fstype = find_mount(mountpoint)
-    if fstype is None:
-        raise UsageError(f"{args.mount} is not a mount point")
-    if fstype != FS_TYPE:
-        raise UsageError(f"{args.mount} is a {fstype} mount, not mkwritefs")
+    mountpoint = _mkwritefs_mount(args.mount)
     settings = [_parse_setting(text) for text in args.settings]
     for key, _ in settings:
         _check_known(args.mount, key)
     done: list[str] = []
     for key, value in settings:
         try:
-            os.setxattr(args.mount, XATTR_PREFIX + key, value.encode())
+            os.setxattr(mountpoint, XATTR_PREFIX + key, value.encode())
         except OSError as exc:
             message = _set_error(args.mount, key, value, exc)
             if done:
