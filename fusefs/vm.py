@@ -162,6 +162,15 @@ class FileVmOps:
         if fs.dirty is not None and fs.dirty.placement == "before" and fs.balance_dirty:
             await fs.balance_dirty(self.data)
 
+    async def _enter_mkwrite(self, vmf: VmFaultInfo) -> Page:
+        """What every ``page_mkwrite`` of ours does first: throttle (seed placement),
+        take the fault's page and count the call."""
+        await self._throttle_before()
+        page = vmf.page
+        assert page is not None
+        self.data.count("mkwrite_calls")
+        return page
+
     def _made_writable(self) -> None:
         """The hook succeeded: mtime (``file_update_time``) and the mount's notice."""
         self.inode.touch_modified(self.fs.clock())
@@ -184,11 +193,8 @@ class ReserveVmOps(FileVmOps):
 
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``ext4_page_mkwrite`` → ``block_page_mkwrite`` (``ext4_da_get_block_prep``)."""
-        await self._throttle_before()
+        page = await self._enter_mkwrite(vmf)
         data = self.data
-        page = vmf.page
-        assert page is not None
-        data.count("mkwrite_calls")
         retried = False
         while True:
             if not await self._lock_checked(page):
@@ -210,11 +216,8 @@ class ReserveCowVmOps(FileVmOps):
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``btrfs_page_mkwrite``: reserve *before* locking the page (lock order
         with writeback), then lock; truncated ⇒ release the reservation, NOPAGE."""
-        await self._throttle_before()
+        page = await self._enter_mkwrite(vmf)
         data = self.data
-        page = vmf.page
-        assert page is not None
-        data.count("mkwrite_calls")
         held = False
         if page not in data.reserved_pages and page not in data.cow_reserved:
             if not data.pool.reserve(1) and (
@@ -254,10 +257,7 @@ class FuseVmOps(FileVmOps):
 
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``fuse_page_mkwrite``: lock, mapping check, ``fuse_wait_on_page_writeback``."""
-        await self._throttle_before()
-        page = vmf.page
-        assert page is not None
-        self.data.count("mkwrite_calls")
+        page = await self._enter_mkwrite(vmf)
         if not await self._lock_checked(page):
             return _NOPAGE
         if page.writeback:
@@ -285,10 +285,7 @@ class CacheVmOps(FileVmOps):
 
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``nfs_vm_page_mkwrite`` / ``netfs_page_mkwrite``: wait for the cache write."""
-        await self._throttle_before()
-        page = vmf.page
-        assert page is not None
-        self.data.count("mkwrite_calls")
+        page = await self._enter_mkwrite(vmf)
         if not await self._lock_checked(page):
             return _NOPAGE
         cache = self.fs.cache
