@@ -202,7 +202,15 @@ def _file(path: str | Handle) -> str:
     return p
 
 
+def _is_number(value: Any) -> bool:
+    """An int or a finite float (not a bool, not a string)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value \
+        and abs(value) != float("inf")
+
+
 def _policies(names: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    if not isinstance(names, str | tuple | list):
+        _fail(f"policies must be a policy name or a tuple of them, not {names!r}")
     names = (names,) if isinstance(names, str) else tuple(names)
     for n in names:
         if n not in ALL:
@@ -229,9 +237,17 @@ def setup(
         _fail(f"unknown kernel profile {profile!r} (known: {', '.join(PROFILES)})")
     known = {"mkwrite_latency", "writeback_latency", "cache_write_latency",
              "writeback_interval", "dirty_expire", "dirty"}  # fmt: skip
-    for key in fs_options:
+    for key, value in fs_options.items():
         if key not in known:
             _fail(f"unknown filesystem option {key!r} (known: {', '.join(sorted(known))})")
+        if key != "dirty" and not (_is_number(value) and value >= 0):
+            _fail(f"{key} must be a number of seconds, at least 0, not {value!r}")
+    if fs_options.get("writeback_interval") == 0:
+        _fail("writeback_interval must be more than 0 seconds")
+    if not (isinstance(capacity, int) and not isinstance(capacity, bool) and capacity >= 0):
+        _fail(f"capacity must be a whole number of blocks, at least 0, not {capacity!r}")
+    if not _policies(policies):
+        _fail("policies=() names no policy to tell the story under")
     b.setup_done = True
     s = b.scenario
     s.capacity, s.policies, s.profile = capacity, _policies(policies), profile
@@ -532,10 +548,16 @@ def load_file(path: str | os.PathLike[str]) -> Scenario:
         source = Path(path).read_text()
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # Python source is UTF-8
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ScenarioError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None
     try:
         code = compile(source, path, "exec")
-    except SyntaxError as exc:
-        raise ScenarioError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except SyntaxError as exc:  # a NUL byte is one too, without a line number
+        line = exc.lineno or source[: max(source.find("\0"), 0)].count("\n") + 1
+        raise ScenarioError(f"{path}:{line}: syntax error: {exc.msg}") from None
+    except (MemoryError, RecursionError):  # the parser's own stack overflowed
+        raise ScenarioError(f"{path}:1: syntax error: too deeply nested to parse") from None
     story, text = _docstring(code)
     if not story:
         raise ScenarioError(f"{path}:1: a scenario starts with a docstring: its one-line story")
@@ -549,7 +571,7 @@ def load_file(path: str | os.PathLike[str]) -> Scenario:
         raise ScenarioError(
             f"{path}:{_error_line(exc, path)}: unknown step or name {exc.name!r}"
         ) from None
-    except Exception as exc:  # a bad argument, a type error...: still one line
+    except (Exception, SystemExit) as exc:  # a bad argument, a type error, exit()...: one line
         raise ScenarioError(
             f"{path}:{_error_line(exc, path)}: {type(exc).__name__}: {exc}"
         ) from None
