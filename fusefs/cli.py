@@ -49,6 +49,7 @@ XATTR_PREFIX = "user.mkwritefs."
 FS_TYPE = "fuse.mkwritefs"
 UMOUNT_WAIT = 10.0
 
+MAX_SIZE = 2**63 - 1  # the kernel's largest file and filesystem size (MAX_LFS_FILESIZE)
 _SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -98,6 +99,8 @@ def parse_size(text: str) -> int:
     size = int(match.group(1)) * _SUFFIXES[match.group(2).lower()]
     if size <= 0:
         raise UsageError(f"invalid size {text!r}: the size must be at least one block (4096)")
+    if size > MAX_SIZE:  # statfs reports blocks as a u64: past it, df fails with EIO
+        raise UsageError(f"invalid size {text!r}: at most 2^63 - 1 bytes (8388607T)")
     return -(-size // BLOCK_SIZE)
 
 
@@ -582,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `mkwritefs stat DIR | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
