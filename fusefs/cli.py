@@ -460,7 +460,8 @@ def _set_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="policy=P (" + ", ".join(p.value for p in Policy) + "), capacity_blocks=N "
         "(not below what is allocated and reserved), writeback_interval=SECONDS, "
-        "dirty_expire=SECONDS",
+        "dirty_expire=SECONDS; fault injection: writeback_latency=SECONDS, "
+        "inject_writeback_error=EIO[:PAGES]|none",
     )
 
 

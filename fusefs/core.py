@@ -148,6 +148,7 @@ class Filesystem:
         self.set_flusher(interval=writeback_interval, expire=dirty_expire)
         self.mkwrite_latency = mkwrite_latency
         self.writeback_latency = writeback_latency
+        self.writeback_fault: tuple[int, int] = (0, 0)  # (errno, pages): inject_writeback_error
         self.cache = BackingCache(cache_write_latency)
         self.vm_totals = VmCounters()
         # Dirty throttling for stores (balance_dirty_pages): None, or a coroutine
@@ -218,6 +219,8 @@ class Filesystem:
             inode.data.on_invalidate = partial(self._invalidate, inode.ino)
             inode.data.totals = self.vm_totals
             inode.data.io_latency = self.writeback_latency
+            if self.writeback_fault[1]:  # a failing disk fails the new file's writes too
+                inode.data.inject_writeback_error(*self.writeback_fault)
             inode.data.on_event = partial(self._vm_event, inode.ino)
             inode.data.get_balance = self._balance_for_write
             if self.dirty is not None:
@@ -753,6 +756,17 @@ class Filesystem:
         for inode in self.inodes.values():
             if inode.data is not None:
                 inode.data.io_latency = seconds
+
+    def inject_writeback_error(self, err: int, pages: int = 1) -> None:
+        """A failing disk: the next ``pages`` page writes of every regular file, and of
+        each file created later, fail with ``err`` (recorded on the mapping, reported
+        once per open file by fsync/msync); ``pages=0`` stops it."""
+        if pages < 0 or (pages and err <= 0):
+            raise FsError(errno.EINVAL, f"bad writeback fault {err}:{pages}")
+        self.writeback_fault = (err, pages) if pages else (0, 0)
+        for inode in self.inodes.values():
+            if inode.data is not None:
+                inode.data.inject_writeback_error(*self.writeback_fault)
 
     def open_file(
         self, ino: int, flags: int = os.O_RDWR, *, policy: Policy | str | None = None

@@ -13,7 +13,10 @@ one answers ENODATA.
 Root settings, for the mount's owner only (EPERM for others; EINVAL for a bad value,
 which changes nothing): ``policy`` (a :class:`~fusefs.policy.Policy` name),
 ``capacity_blocks`` (not below allocated + reserved), ``writeback_interval`` and
-``dirty_expire`` (seconds, decimal).
+``dirty_expire`` (seconds, decimal); fault injection, a slow or failing disk:
+``writeback_latency`` (seconds one batch of writeback I/O takes) and
+``inject_writeback_error`` (``EIO``, ``EIO:N``: the next N page writes of every file fail
+with that errno; ``none`` stops it).
 
 Later features add names with :func:`register_root` / :func:`register_file`, and
 settings of the root with :func:`register_root_setter` (a setter checks its caller with
@@ -53,7 +56,11 @@ _ROOT: dict[bytes, RootFigure] = {
     b"policy": lambda fs: str(fs.policy),
     b"writeback_interval": lambda fs: _seconds(fs.writeback_interval),
     b"dirty_expire": lambda fs: _seconds(fs.dirty_expire),
+    b"writeback_latency": lambda fs: _seconds(fs.writeback_latency),
+    b"inject_writeback_error": lambda fs: _fault_name(fs.writeback_fault),
 }
+# The largest capacity: 2^63 bytes (statfs reports blocks as a u64; MAX_LFS_FILESIZE).
+MAX_CAPACITY_BLOCKS = 2**51
 
 
 def _root_counter(field: str) -> RootFigure:
@@ -135,6 +142,23 @@ def _parse_seconds(value: bytes) -> float:
     return seconds
 
 
+def _fault_name(fault: tuple[int, int]) -> str:
+    err, pages = fault
+    return f"{errno.errorcode.get(err, err)}:{pages}" if pages else "none"
+
+
+def _parse_fault(value: bytes) -> tuple[int, int]:
+    """``EIO``, ``EIO:N`` (an errno name and a page count, default 1) or ``none``."""
+    text = _decode(value)
+    if text.lower() == "none":
+        return 0, 0
+    name, sep, count = text.partition(":")
+    err = getattr(errno, name, None) if name.startswith("E") and name.isupper() else None
+    if not isinstance(err, int) or (sep and not count.isdigit()):
+        raise FsError(errno.EINVAL, f"{text!r} is not ERRNO, ERRNO:PAGES or none")
+    return err, int(count) if sep else 1
+
+
 def _set_policy(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
     require_owner(fs, ctx)
     fs.set_policy(value)
@@ -142,7 +166,10 @@ def _set_policy(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
 
 def _set_capacity(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
     require_owner(fs, ctx)
-    fs.set_capacity(_parse_int(value))
+    blocks = _parse_int(value)
+    if blocks > MAX_CAPACITY_BLOCKS:
+        raise FsError(errno.EINVAL, f"capacity {blocks} above {MAX_CAPACITY_BLOCKS} blocks")
+    fs.set_capacity(blocks)
 
 
 def _set_interval(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
@@ -155,6 +182,16 @@ def _set_expire(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
     fs.set_flusher(expire=_parse_seconds(value))
 
 
+def _set_latency(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    require_owner(fs, ctx)
+    fs.set_writeback_latency(_parse_seconds(value))
+
+
+def _set_fault(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
+    require_owner(fs, ctx)
+    fs.inject_writeback_error(*_parse_fault(value))
+
+
 # The filesystem's own settings; a setter registered under the same name takes
 # precedence (and unregistering it brings the built-in one back).
 _BUILTIN_SETTERS: dict[bytes, RootSetter] = {
@@ -162,6 +199,8 @@ _BUILTIN_SETTERS: dict[bytes, RootSetter] = {
     b"capacity_blocks": _set_capacity,
     b"writeback_interval": _set_interval,
     b"dirty_expire": _set_expire,
+    b"writeback_latency": _set_latency,
+    b"inject_writeback_error": _set_fault,
 }
 
 
