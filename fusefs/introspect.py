@@ -6,7 +6,8 @@ as decimal ASCII, and are never stored or listed (so ``cp -a`` and ``tar --xattr
 nothing of them).  On the root: the filesystem's block counters, the write-notification
 totals (``mkwrite_calls``, ``sigbus``, ``writeback_errors``, ``lost_bytes``) and
 settings (``policy``, ``writeback_interval``, ``dirty_expire``); on a regular file: its
-own allocated and reserved blocks, dirty pages and the same four counters.  Setting or
+own allocated and reserved blocks, dirty pages and the same four counters. ``fsck`` on
+the root runs the invariant checks when read: ``clean`` or ``corrupt: ...``.  Setting or
 removing a name answers EPERM unless a setter is registered for it; reading an unknown
 one answers ENODATA.
 
@@ -48,7 +49,18 @@ def _seconds(value: float) -> str:
     return repr(int(value)) if value == int(value) else repr(value)
 
 
+def _fsck(fs: Filesystem) -> str:
+    """Check the filesystem's invariants now (fsck.check_filesystem): "clean", or what is
+    wrong. A read of the root's ``user.mkwritefs.fsck``, for tests and soaks on a mount."""
+    try:
+        fs.check()
+    except AssertionError as exc:
+        return f"corrupt: {exc}"
+    return "clean"
+
+
 _ROOT: dict[bytes, RootFigure] = {
+    b"fsck": _fsck,
     b"capacity_blocks": lambda fs: fs.space.capacity,
     b"free_blocks": lambda fs: fs.space.free,
     b"reserved_blocks": lambda fs: fs.space.reserved,
