@@ -91,7 +91,7 @@ def command(
 
 def parse_size(text: str) -> int:
     """A tmpfs-style size (`16M`, `1G`, `4096k`, `65536`) in 4096-byte blocks, rounded up."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgGtT]?)\s*", text)
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgGtT]?)\s*", text, re.ASCII)  # not "١٢M"
     if match is None:
         raise UsageError(
             f"invalid size {text!r}: use a number of bytes with an optional k, M, G or T suffix"
@@ -477,7 +477,7 @@ def _check_known(mount: str, key: str) -> None:
     try:
         os.getxattr(mount, XATTR_PREFIX + key)
     except OSError as exc:
-        if exc.errno == errno.ENODATA:
+        if exc.errno in (errno.ENODATA, errno.ERANGE):  # ERANGE: longer than any name
             raise UsageError(f"unknown setting {key!r}") from None
         raise UsageError(f"{mount}: {exc.strerror}") from None
 
@@ -508,6 +508,8 @@ def _set_error(mount: str, key: str, value: str, exc: OSError) -> str:
     "the flusher's interval and dirty expiry. Only the mount's owner (or root) may. A "
     "bad value changes nothing and is reported on one line (exit status 2).",
     add_arguments=_set_arguments,
+    if exc.errno == errno.E2BIG:
+        return f"the value for {key} is too long (at most 65536 bytes)"
 )
 def run_set(args: argparse.Namespace) -> int:
     mountpoint = _mkwritefs_mount(args.mount)
@@ -517,7 +519,8 @@ def run_set(args: argparse.Namespace) -> int:
     done: list[str] = []
     for key, value in settings:
         try:
-            os.setxattr(mountpoint, XATTR_PREFIX + key, value.encode())
+            # fsencode: bytes that are not UTF-8 reach the filesystem as given (EINVAL)
+            os.setxattr(mountpoint, XATTR_PREFIX + key, os.fsencode(value))
         except OSError as exc:
             message = _set_error(args.mount, key, value, exc)
             if done:
