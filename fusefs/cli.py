@@ -74,7 +74,7 @@ COMMANDS: dict[str, Command] = {}
 
 # Modules that register more subcommands with @command when imported, one module per
 # tool (e.g. "fusefs.fsck"); build_parser imports them.
-COMMAND_MODULES: tuple[str, ...] = ("fusefs.scenario_cli",)
+COMMAND_MODULES: tuple[str, ...] = ("fusefs.scenario_cli", "fusefs.store_cli")
 
 
 def command(
@@ -111,9 +111,15 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", metavar="DIR", help="an existing, empty directory to mount on")
     parser.add_argument(
         "--size",
-        default=DEFAULT_SIZE,
         help="capacity, tmpfs style: 16M, 1G, 4096k or plain bytes; rounded up to "
-        f"4096-byte blocks (default {DEFAULT_SIZE})",
+        f"4096-byte blocks (default {DEFAULT_SIZE}; with --store the store's, and a "
+        "--size that differs is an error)",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="STORE",
+        help="keep the filesystem in STORE (made by `mkwritefs mkfs`), where it outlives "
+        "the mount; without it the filesystem lives in memory only",
     )
     parser.add_argument(
         "--policy",
@@ -142,7 +148,11 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_mount_input(args: argparse.Namespace) -> tuple[str, int, Policy]:
-    blocks = parse_size(args.size)
+    blocks = parse_size(args.size or DEFAULT_SIZE)
+    if getattr(args, "store", None):  # the size is the store's (fusefs.store_cli)
+        from fusefs.store_cli import check_mount_store
+
+        blocks = check_mount_store(args.store, args.size)
     try:
         policy = parse_policy(args.policy)
     except FsError as exc:
@@ -189,6 +199,7 @@ def run_mount(args: argparse.Namespace) -> int:
         policy=policy,
         debug=args.debug,
         writeback_cache=args.writeback_cache,
+        store=os.path.realpath(args.store) if args.store else None,
     )
     if args.foreground:
         return _mount_foreground(config)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import logging
 import os
 import stat
 import time
@@ -53,8 +54,11 @@ from .inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode, StatFs
 from .policy import DEFAULT_POLICY, Policy, parse_policy
 from .rename import RENAME_EXCHANGE, RENAME_NOREPLACE, rename_entry
 from .space import BLOCK_SIZE, BlockPool, SpaceStats
+from .store import MEMORY, Store
 from .throttle import CHARGED_TASK, DirtyConfig, DirtyThrottle, Writer
 from .vm import BackingCache, SimFile
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FALLOC_FL_KEEP_SIZE",
@@ -136,8 +140,12 @@ class Filesystem:
         writeback_latency: float = 0.0,
         cache_write_latency: float = 0.005,
         dirty: DirtyConfig | None = None,
+        store: Store | None = None,
     ) -> None:
         self.space: BlockPool = BlockPool(capacity_blocks)
+        # Where the state lives: memory only (MEMORY), or a persistent store (fusefs.store).
+        self.store: Store = store if store is not None else MEMORY
+        self._inode_class: type[Inode] = getattr(self.store, "inode_class", Inode)
         self.policy: Policy = parse_policy(policy)
         # The dirty-page model (fusefs.throttle): its configuration, kept while it is
         # off; the model once on (``dirty=`` here, or ``set_dirty_throttle``).
@@ -169,7 +177,7 @@ class Filesystem:
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, Inode] = {}
         self._next_fh = 1
-        root = Inode(
+        root = self._inode_class(
             ROOT_INO,
             stat.S_IFDIR | 0o755,
             os.getuid() if uid is None else uid,
@@ -180,6 +188,8 @@ class Filesystem:
         root.lookups = 1  # the kernel's reference to the mount root, never forgotten
         root.dir = Directory(parent=ROOT_INO)
         self.inodes[ROOT_INO] = root
+        if self.store.persistent:  # the root and everything else come from the store
+            self.store.attach(self)
         if dirty is not None:
             self.set_dirty_throttle(dirty.throttle)
 
@@ -212,21 +222,37 @@ class Filesystem:
             gid = parent.gid
             if stat.S_ISDIR(mode):
                 perm |= stat.S_ISGID
-        inode = Inode(self._next_ino, stat.S_IFMT(mode) | perm, ctx.uid, gid, self.clock())
+        inode = self._inode_class(
+            self._next_ino, stat.S_IFMT(mode) | perm, ctx.uid, gid, self.clock()
+        )
         self._next_ino += 1
         if inode.is_reg:
-            inode.data = FileData(self.space, host=inode.ino)
-            inode.data.on_invalidate = partial(self._invalidate, inode.ino)
-            inode.data.totals = self.vm_totals
-            inode.data.io_latency = self.writeback_latency
-            if self.writeback_fault[1]:  # a failing disk fails the new file's writes too
-                inode.data.inject_writeback_error(*self.writeback_fault)
-            inode.data.on_event = partial(self._vm_event, inode.ino)
-            inode.data.get_balance = self._balance_for_write
-            if self.dirty is not None:
-                self.dirty.attach(inode.data)
+            self._init_file_data(inode)
         self.inodes[inode.ino] = inode
+        if self.store.persistent:
+            self.store.dirty_inodes.add(inode.ino)
         return inode
+
+    def _init_file_data(self, inode: Inode) -> None:
+        """Give regular file ``inode`` its (empty) data, wired to this filesystem."""
+        inode.data = FileData(self.space, host=inode.ino)
+        inode.data.on_invalidate = partial(self._invalidate, inode.ino)
+        inode.data.totals = self.vm_totals
+        inode.data.io_latency = self.writeback_latency
+        if self.writeback_fault[1]:  # a failing disk fails the new file's writes too
+            inode.data.inject_writeback_error(*self.writeback_fault)
+        inode.data.on_event = partial(self._vm_event, inode.ino)
+        inode.data.get_balance = self._balance_for_write
+        if self.dirty is not None:
+            self.dirty.attach(inode.data)
+        if self.store.persistent:
+            self.store.hook_file(inode.ino, inode.data)
+
+    def _new_directory(self, ino: int, parent: int) -> Directory:
+        d = Directory(parent=parent)
+        if self.store.persistent:
+            self.store.hook_directory(ino, d)
+        return d
 
     def _link_new(self, parent: Inode, name: bytes, inode: Inode) -> Attr:
         assert parent.dir is not None
@@ -244,6 +270,8 @@ class Filesystem:
                 self.cache.forget(inode.ino)
                 self._mapped_writers.discard(inode.ino)
             del self.inodes[inode.ino]
+            if self.store.persistent:
+                self.store.inode_dropped(inode.ino)
 
     def _vm_event(self, ino: int, kind: str, index: int, detail: str) -> None:
         if self.on_vm_event is not None:
@@ -361,7 +389,7 @@ class Filesystem:
         pinode = self._prepare_create(parent, name)
         inode = self._new_inode(pinode, stat.S_IFDIR | (mode & 0o7777), ctx)
         inode.nlink = 2
-        inode.dir = Directory(parent=parent)
+        inode.dir = self._new_directory(inode.ino, parent)
         pinode.nlink += 1
         return self._link_new(pinode, name, inode)
 
@@ -513,6 +541,7 @@ class Filesystem:
         data = of.inode.data
         assert data is not None
         await data.writeback()
+        self.store.commit()  # FsError (ENOSPC, EIO) when the store cannot take it
         self.check_wb_error(fh)
 
     def check_wb_error(self, fh: int) -> None:
@@ -602,6 +631,36 @@ class Filesystem:
     def set_capacity(self, capacity_blocks: int) -> None:
         """Resize at run time (``remount,size=``); EINVAL below the blocks in use."""
         self.space.set_capacity(capacity_blocks)
+        if self.store.persistent:
+            self.store.settings_changed()
+
+    async def sync(self) -> None:
+        """``sync``/``syncfs``: write back every dirty page and commit the store (FsError
+        when the store cannot take it; the state stays noted for the next commit)."""
+        await self.writeback()
+        self.store.commit()
+
+    async def close(self) -> None:
+        """The end of the mount: write back and commit everything and let go of the
+        store (FsError when the last commit failed).  Memory only: nothing to do."""
+        if not self.store.persistent:
+            return
+        try:
+            await self.sync()
+        finally:
+            self.store.close()
+
+    def commit_batch(self) -> None:
+        """The flusher's periodic commit: what it wrote back and every metadata change
+        since the last commit.  A failure is logged and retried at the next one."""
+        if not self.store.persistent:
+            return
+        try:
+            self.store.commit()
+        except FsError as exc:
+            log.warning("store commit failed (retried later): %s", exc)
+        else:
+            self.store.maybe_checkpoint()
 
     # -- extended attributes ------------------------------------------------------------
     def getxattr(self, ino: int, name: bytes, ctx: Ctx) -> bytes:
@@ -686,6 +745,7 @@ class Filesystem:
                         continue  # settings changed: sleep the new period from now
                     self.notify_mapped_stores()
                     await self._write_expired(trio.current_time())
+                    self.commit_batch()
             finally:
                 self._flusher_nursery = None
 

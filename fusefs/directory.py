@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import errno
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import FsError
 
@@ -42,10 +42,12 @@ def check_new_name(name: bytes) -> None:
 class Directory:
     """The entries of one directory (no "." or "..": those are derived)."""
 
-    __slots__ = ("_cookies", "_dead", "_names", "_next_cookie", "entries", "parent")
+    __slots__ = ("_cookies", "_dead", "_names", "_next_cookie", "entries", "on_change", "parent")
 
     def __init__(self, parent: int) -> None:
         self.parent = parent
+        # Set by a persistent store: called with each name added, replaced or removed.
+        self.on_change: Callable[[bytes], None] | None = None
         self.entries: dict[bytes, tuple[int, int]] = {}
         self._cookies: list[int] = []
         self._names: list[bytes | None] = []
@@ -67,11 +69,24 @@ class Directory:
         self.entries[name] = (ino, cookie)
         self._cookies.append(cookie)
         self._names.append(name)
+        if self.on_change is not None:
+            self.on_change(name)
+
+    def load(self, name: bytes, ino: int, cookie: int) -> None:
+        """Add an entry read from a store, with its cookie (given in increasing order)."""
+        if name in self.entries or (self._cookies and cookie <= self._cookies[-1]):
+            raise ValueError(f"entry {name!r} with cookie {cookie} out of order")
+        self.entries[name] = (ino, cookie)
+        self._cookies.append(cookie)
+        self._names.append(name)
+        self._next_cookie = cookie + 1
 
     def replace(self, name: bytes, ino: int) -> int:
         """Point an existing name at another inode, keeping its cookie; return the old."""
         old, cookie = self.entries[name]
         self.entries[name] = (ino, cookie)
+        if self.on_change is not None:
+            self.on_change(name)
         return old
 
     def remove(self, name: bytes) -> int:
@@ -79,6 +94,8 @@ class Directory:
         i = bisect_right(self._cookies, cookie) - 1
         self._names[i] = None
         self._dead += 1
+        if self.on_change is not None:
+            self.on_change(name)
         if self._dead > 32 and self._dead * 2 > len(self._names):
             self._compact()
         return ino

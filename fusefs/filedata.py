@@ -120,6 +120,9 @@ class FileData:
         self.get_balance: Callable[[], Callable[[FileData], Awaitable[None]] | None] = (
             _no_balance
         )
+        # Set by a persistent store (fusefs.store): called with the index of each block
+        # whose contents or allocation changed (written back, allocated, freed, zeroed).
+        self.on_block: Callable[[int], None] | None = None
         # i_rwsem: write, truncate and fallocate of one file run one at a time.
         self.i_rwsem = trio.Lock()
 
@@ -401,9 +404,12 @@ class FileData:
         """Zero the last page past EOF (stores there through a mapping are not data)."""
         start = self.size & PAGE_MASK
         if start:
-            page = self.mapping.pages.get(self.size >> PAGE_SHIFT)
+            index = self.size >> PAGE_SHIFT
+            page = self.mapping.pages.get(index)
             if page is not None:
                 page.data[start:] = _ZEROS[start:]
+                if self.on_block is not None and index in self.allocated:
+                    self.on_block(index)
 
     def truncate(self, new_size: int) -> None:
         """Set the size; a size not above the old one frees every page and block past
@@ -443,11 +449,16 @@ class FileData:
         for i in doomed:
             self.allocated.discard(i)
         self.pool.release(len(doomed))
+        if self.on_block is not None:
+            for i in doomed:
+                self.on_block(i)
 
     def _zero_range_in_page(self, index: int, start: int, end: int) -> None:
         page = self.mapping.pages.get(index)
         if page is not None:
             page.data[start:end] = _ZEROS[start:end]
+            if self.on_block is not None and index in self.allocated:
+                self.on_block(index)
 
     def punch_hole(self, offset: int, length: int) -> None:
         """Deallocate [offset, offset+length): whole pages are freed, edges zeroed."""
@@ -498,6 +509,8 @@ class FileData:
             elif not self.pool.allocate(1):
                 raise AssertionError("fallocate lost a block it counted as free")
             self.allocated.add(index)
+            if self.on_block is not None:
+                self.on_block(index)
         if not keep_size and offset + length > self.size:
             self._zero_beyond_eof()
             self.size = offset + length
@@ -591,6 +604,8 @@ class FileData:
             self._event("writeback", page.index, errno.errorcode.get(err, str(err)))
             return
         self._event("writeback", page.index, "written")
+        if self.on_block is not None:
+            self.on_block(page.index)
         if self.writeback_log is not None:
             self.writeback_log.append((page.index, bytes(page.data)))
 

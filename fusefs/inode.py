@@ -117,6 +117,9 @@ class Inode:
     def __repr__(self) -> str:
         return f"<Inode {self.ino} {stat.filemode(self.mode)} nlink={self.nlink}>"
 
+    def xattrs_changed(self) -> None:
+        """Called after ``xattrs`` changed (a persistent store's inodes note it)."""
+
     @property
     def is_dir(self) -> bool:
         return stat.S_ISDIR(self.mode)

@@ -57,6 +57,7 @@ import trio
 
 from fusefs import mountinfo
 from fusefs.core import Filesystem
+from fusefs.errors import FsError
 from fusefs.fuse_ops import (
     Operations,
     session_close,
@@ -66,6 +67,7 @@ from fusefs.fuse_ops import (
     session_terminate,
 )
 from fusefs.policy import DEFAULT_POLICY, Policy
+from fusefs.store import SqliteStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +254,7 @@ class MountConfig:
     policy: Policy = DEFAULT_POLICY
     debug: bool = False
     writeback_cache: bool = False
+    store: str | None = None  # a store's path (fusefs.store); None: memory only
 
 
 def serve(config: MountConfig, *, on_ready: Callable[[], None] | None = None) -> None:
@@ -266,17 +269,37 @@ def serve(config: MountConfig, *, on_ready: Callable[[], None] | None = None) ->
 
 
 async def _serve(config: MountConfig, on_ready: Callable[[], None] | None) -> None:
-    fs = Filesystem(capacity_blocks=config.capacity_blocks, policy=config.policy)
-    async with serving(
-        fs,
-        config.mountpoint,
-        writeback_cache=config.writeback_cache,
-        debug=config.debug,
-        handle_signals=True,
-    ) as m:
-        if on_ready is not None:
-            on_ready()
-        await m.wait_ended()
+    store = None
+    if config.store is not None:
+        try:  # locked from here until closed: a second mount of it is refused
+            store = SqliteStore(config.store)
+        except StoreError as exc:
+            raise MountError(str(exc)) from None
+    try:
+        capacity = store.capacity_blocks if store is not None else config.capacity_blocks
+        fs = Filesystem(capacity_blocks=capacity, policy=config.policy, store=store)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    try:
+        async with serving(
+            fs,
+            config.mountpoint,
+            writeback_cache=config.writeback_cache,
+            debug=config.debug,
+            handle_signals=True,
+        ) as m:
+            if on_ready is not None:
+                on_ready()
+            await m.wait_ended()
+    finally:
+        with trio.CancelScope(shield=True):
+            try:
+                await fs.close()  # unmounted: commit everything (a store's last commit)
+            except FsError as exc:
+                log.error("the store's last commit failed, changes since the one "
+                          "before are lost: %s", exc)
 
 
 _M_TRIM_THRESHOLD = -1

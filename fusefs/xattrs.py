@@ -92,6 +92,7 @@ def set_(inode: Inode, name: bytes, value: bytes, flags: int, ctx: Ctx) -> None:
     if old is None and sum(len(n) + 1 for n in inode.xattrs) + len(name) + 1 > XATTR_LIST_MAX:
         raise FsError(errno.ENOSPC, "extended attribute name list full")
     inode.xattrs[name] = bytes(value)
+    inode.xattrs_changed()
 
 
 def names(inode: Inode, ctx: Ctx) -> list[bytes]:
@@ -106,3 +107,4 @@ def remove(inode: Inode, name: bytes, ctx: Ctx) -> None:
         del inode.xattrs[name]
     except KeyError:
         raise FsError(errno.ENODATA) from None
+    inode.xattrs_changed()
