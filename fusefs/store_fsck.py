@@ -36,6 +36,7 @@ from .space import BLOCK_SIZE
 from .store import FORMAT_VERSION
 
 Repair = Callable[[sqlite3.Connection], str]
+_DROP_ENTRY = "DELETE FROM dirents WHERE parent = ? AND CAST(name AS BLOB) = ?"
 _KNOWN_TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK,
                 stat.S_IFCHR, stat.S_IFBLK)
 LOST_FOUND = b"lost+found"
@@ -65,7 +66,7 @@ class Tables:
             for ino, mode, nlink, parent in conn.execute(
                 "SELECT ino, mode, nlink, parent FROM inodes")
         }
-        dirents = [(p, bytes(n), i, c) for p, n, i, c in conn.execute(
+        dirents = [(p, _blob(n), i, c) for p, n, i, c in conn.execute(
             "SELECT parent, name, ino, cookie FROM dirents ORDER BY parent, cookie")]
         blocks = list(conn.execute("SELECT ino, idx, length(data) FROM blocks"))
         xattr_inos = {ino for (ino,) in conn.execute("SELECT DISTINCT ino FROM xattrs")}
@@ -73,6 +74,13 @@ class Tables:
 
     def is_dir(self, ino: int) -> bool:
         return ino in self.inodes and stat.S_ISDIR(self.inodes[ino][0])
+
+
+def _blob(value: object) -> bytes:
+    """A name as bytes, whatever SQLite type damage left it as."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
 
 
 def _delete_inode(ino: int, why: str) -> Repair:
@@ -163,7 +171,7 @@ def _bad_name(name: bytes) -> bool:
 def check_entries(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
     out = []
     for parent, name, ino, _ in t.dirents:
-        drop = _sql("DELETE FROM dirents WHERE parent = ? AND name = ?", (parent, name),
+        drop = _sql(_DROP_ENTRY, (parent, name),
                     f"removed the entry {name!r} of {parent}")
         if not t.is_dir(parent):
             out.append(Problem(f"entry {name!r} -> {ino} is in {parent}, not a directory",
@@ -192,7 +200,7 @@ def check_directory_names(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
         for parent, name in found[1:]:
             out.append(Problem(
                 f"directory {ino} has a second name {name!r} in {parent}",
-                _sql("DELETE FROM dirents WHERE parent = ? AND name = ?", (parent, name),
+                _sql(_DROP_ENTRY, (parent, name),
                      f"removed the extra name {name!r} of directory {ino}")))
         parent = found[0][0]
         if t.inodes[ino][2] != parent:
@@ -267,7 +275,7 @@ def check_cookies(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
 def _renumber(parent: int, name: bytes) -> Repair:
     def fix(conn: sqlite3.Connection) -> str:
         cookie = _next_cookie(conn, parent)
-        conn.execute("UPDATE dirents SET cookie = ? WHERE parent = ? AND name = ?",
+        conn.execute("UPDATE dirents SET cookie = ? WHERE parent = ? AND CAST(name AS BLOB) = ?",
                      (cookie, parent, name))
         return f"gave the entry {name!r} in {parent} cookie {cookie}"
     return fix
