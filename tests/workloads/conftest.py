@@ -37,6 +37,7 @@ def check_mount(server: Server, outcome: workloads.Outcome,
     """What every workload test asserts afterwards: no error outside `allowed`, the
     server alive and still mounted (no stale mount), statfs, the root's figures, the
     files' own figures and the server's fsck in agreement. Returns the figures."""
+    print(f"\n{outcome}")  # the figures, shown with pytest -s (scripts/test --long -s)
     assert not outcome.bad(allowed), str(outcome)
     assert server.proc.poll() is None, f"the server died:\n{server.log()}"
     assert server.is_mounted(), "stale mount: no longer in the mount table"
