@@ -56,7 +56,9 @@ from sim_mmu.page import PAGE_SIZE, Page
 from sim_mmu.writeback import (
     DirtyRecorder,
     FixedBandwidthDevice,
+    balance_dirty_pages_before,
     balance_dirty_pages_ratelimited,
+    release_dirty,
     run_flusher,
 )
 
@@ -87,6 +89,17 @@ class DirtyConfig:
     record_interval: float | None = None  # sample a time series every so many s (plots)
     measured: bool = False  # the estimate starts at write_bandwidth, not the kernel's 100 MB/s
     settings: DirtySettings = field(default_factory=DirtySettings)
+    # The machine to join: several filesystems given the same DirtyDomain share one
+    # global pool (thresholds, counts, the model); None: a machine of its own.
+    domain: DirtyDomain | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DirtyConfig:
+        """A copy of the settings that still names the same machine (``domain``)."""
+        clone = copy.copy(self)
+        for f in dataclasses.fields(self):
+            if f.name != "domain":
+                setattr(clone, f.name, copy.deepcopy(getattr(self, f.name), memo))
+        return clone
 
     def __post_init__(self) -> None:
         if self.memory_pages <= 0:
@@ -137,12 +150,23 @@ class DirtyThrottle:
 
     def __init__(self, config: DirtyConfig, *, fuse_policy: bool) -> None:
         self.config = config
-        self.domain = DirtyDomain(config.memory_pages, config.settings, throttle=config.throttle)
+        if config.domain is None:
+            self.domain = DirtyDomain(
+                config.memory_pages, config.settings, throttle=config.throttle
+            )
+        else:  # join the machine: its sysctls and memory are this mount's too
+            self.domain = config.domain
+            self.domain.throttle = config.throttle
+            config.settings = self.domain.settings
+            config.memory_pages = self.domain.avail
         device = config.device or ("fuse" if fuse_policy else "disk")
         self.device_kind = device
-        self.bdi = Bdi.fuse(self.domain, "mkwritefs") if device == "fuse" else Bdi(
-            self.domain, "mkwritefs"
-        )
+        taken = {b.name for b in self.domain.bdis}
+        name = "mkwritefs"
+        if name in taken:  # another mount of the machine: mkwritefs-2, -3...
+            name = next(f"mkwritefs-{i}" for i in range(2, len(taken) + 2)
+                        if f"mkwritefs-{i}" not in taken)  # fmt: skip
+        self.bdi = Bdi.fuse(self.domain, name) if device == "fuse" else Bdi(self.domain, name)
         max_ratio = self.bdi.max_ratio if config.max_ratio is None else config.max_ratio
         self.bdi.set_ratios(config.min_ratio, max_ratio)
         if config.strictlimit is not None:
@@ -174,6 +198,17 @@ class DirtyThrottle:
     async def balance(self, data: FileData) -> None:
         """``balance_dirty_pages_ratelimited`` for the current task."""
         await balance_dirty_pages_ratelimited(self.bdi)
+
+    async def balance_before(self, data: FileData) -> None:
+        """The seed's placement (``page_mkwrite``, before the page can become
+        writable): the model's pauses, then room for the page under the hard limit,
+        held until the fault dirtied it (``balance_dirty_pages_before``)."""
+        await balance_dirty_pages_before(self.bdi)
+
+    def release(self) -> None:
+        """The fault is over: room reserved and not dirtied goes back (a page that was
+        dirty already)."""
+        release_dirty(self.bdi)
 
     def charging(self, writer: Writer) -> contextvars.Token[Any]:
         """Charge ``writer`` for what follows (reset with ``CHARGED_TASK.reset``)."""

@@ -158,9 +158,9 @@ class FileVmOps:
     async def _throttle_before(self) -> None:
         """The seed's placement of dirty throttling: at the start of ``page_mkwrite``,
         before the page is locked or can become writable (``dirty_placement`` before)."""
-        fs = self.fs
-        if fs.dirty is not None and fs.dirty.placement == "before" and fs.balance_dirty:
-            await fs.balance_dirty(self.data)
+        dirty = self.fs.dirty
+        if dirty is not None and dirty.placement == "before":
+            await dirty.balance_before(self.data)
 
     async def _enter_mkwrite(self, vmf: VmFaultInfo) -> Page:
         """What every ``page_mkwrite`` of ours does first: throttle (seed placement),
@@ -427,7 +427,8 @@ class SimFile:
         balance = self.fs.balance_dirty
         dirty = self.fs.dirty
         if dirty is not None and dirty.placement == "before" and self.policy.has_page_mkwrite:
-            return  # page_mkwrite throttled already, before the page became writable
+            dirty.release()  # page_mkwrite throttled already, before the page became
+            return  # writable, and held room for it: the page is dirty now (or was)
         if balance is not None:
             await balance(self.data)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextvars
 import math
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -247,6 +248,9 @@ class DirtyTask:
     name: str
     nr_dirtied: int = 0
     nr_dirtied_pause: int = INITIAL_NR_DIRTIED_PAUSE
+    # pages it may dirty before it looks again, as its last look let it go (the
+    # ``after`` placement's bound: dirty − limit ≤ the sum over the writers)
+    granted: int = INITIAL_NR_DIRTIED_PAUSE
     dirty_paused_when: float = 0.0
     dirtied_total: int = 0
     pauses: int = 0
@@ -254,6 +258,12 @@ class DirtyTask:
     last_pause: float = 0.0
     last_task_rate: float = 0.0
     written_by_self: int = 0  # crude model: pages this task wrote back itself
+    # The hard cap (``sim_mmu.writeback.reserve_dirty``): pages this task may dirty on
+    # ``reserved_bdi`` that are counted as in flight until they are dirty (or given back).
+    reserved: int = 0
+    reserved_bdi: Bdi | None = None
+    cap_waits: int = 0  # times it waited at the hard limit
+    cap_waited: float = 0.0  # seconds it waited there
 
 
 # -- the domain -------------------------------------------------------------------------
@@ -290,7 +300,14 @@ class DirtyDomain:
         self.max_over_limit = -(1 << 62)  # peak of (dirty − limit) at every dirtying
         self.bdp_ratelimits = 0  # pages dirtied since a task last balanced (one CPU)
         self.tasks: weakref.WeakKeyDictionary[Any, DirtyTask] = weakref.WeakKeyDictionary()
+        # Called after every change of the counters (``"dirtied"``, ``"cleaned"``,
+        # ``"cancelled"``, ``"writeback_start"``, ``"writeback_end"``, ``"reserved"``,
+        # ``"released"``) with the device: tests check the limit after every event.
         self.listeners: list[Callable[[str, Bdi], None]] = []
+        # The hard cap: pages between a passed check and becoming dirty (``reserve_dirty``)
+        # and the writers waiting for room, first come first served.
+        self.inflight = 0
+        self.cap_waiters: deque[CapWaiter] = deque()
         self._completions_period = int(self.now_or_zero() / FPROP_PERIOD)
 
     def now_or_zero(self) -> float:
@@ -349,7 +366,76 @@ class DirtyDomain:
         if state is None:
             state = DirtyTask(getattr(task, "name", repr(task)))
             self.tasks[task] = state
+            # a task that ends holding room gives it back (counters only: no wake-ups
+            # from a finalizer; waiters look again at least every MAX_PAUSE)
+            weakref.finalize(task, _forget_reservation, state)
         return state
+
+    # -- the hard cap -----------------------------------------------------------------
+    def has_room(self, bdi: Bdi, pages: int) -> bool:
+        """May ``pages`` more pages be dirtied on ``bdi`` without passing the hard limit:
+        global dirty + writeback + in flight, and for a strictlimit device its own share?
+        With nothing dirty, under writeback or in flight there is always room (a limit
+        below one page must not stop every writer for good)."""
+        lim = self.limits()
+        held = self.dirty + self.inflight
+        if held and held + pages > lim.limit:
+            return False
+        if bdi.strictlimit:
+            own = bdi.wb_dirty + bdi.inflight
+            if own and own + pages > bdi.wb_thresh(lim):
+                return False
+        return True
+
+    def reserve(self, t: DirtyTask, bdi: Bdi, pages: int) -> None:
+        """Count ``pages`` as in flight for ``t`` on ``bdi`` (the check passed)."""
+        if t.reserved:
+            self.release(t)
+        t.reserved, t.reserved_bdi = pages, bdi
+        self.inflight += pages
+        bdi.inflight += pages
+        self._event("reserved", bdi)
+
+    def release(self, t: DirtyTask) -> None:
+        """Give back what ``t`` reserved and did not dirty, and let waiters in."""
+        bdi = t.reserved_bdi
+        if bdi is None:
+            return
+        if t.reserved:
+            _forget_reservation(t)
+            self._event("released", bdi)
+            self.grant_waiters()
+        t.reserved_bdi = None
+
+    def grant_waiters(self) -> None:
+        """Room was made: reserve for the waiters in arrival order while it lasts.  A
+        waiter held back only by its own device's share does not block the others; one
+        held back by the global limit stops the round (first come, first served)."""
+        if not self.cap_waiters:
+            return
+        kept: deque[CapWaiter] = deque()
+        while self.cap_waiters:
+            w = self.cap_waiters.popleft()
+            if self.has_room(w.bdi, w.pages):
+                self.reserve(w.task, w.bdi, w.pages)
+                w.granted = True
+                w.event.set()
+                continue
+            kept.append(w)
+            held = self.dirty + self.inflight
+            if held and held + w.pages > self.limits().limit:
+                break
+        kept.extend(self.cap_waiters)
+        self.cap_waiters = kept
+
+    def _room_made(self, event: str, bdi: Bdi) -> None:
+        self._event(event, bdi)
+        if self.cap_waiters:
+            self.grant_waiters()
+
+    def _event(self, event: str, bdi: Bdi) -> None:
+        for listener in self.listeners:
+            listener(event, bdi)
 
     # -- completion proportions (fprop, ~3 s periods) -------------------------------
     def _age_completions(self) -> None:
@@ -378,8 +464,31 @@ class DirtyDomain:
         """Assert the counters' invariants (raises AssertionError with the difference)."""
         assert self.nr_dirty == sum(b.reclaimable for b in self.bdis), self
         assert self.nr_writeback == sum(b.writeback for b in self.bdis), self
+        assert self.inflight == sum(b.inflight for b in self.bdis) >= 0, self
+        reserved = sum(t.reserved for t in list(self.tasks.values()))
+        assert self.inflight >= reserved, (self, reserved)  # dead tasks' room is given back
         for b in self.bdis:
             b.check()
+
+
+@dataclass(eq=False)
+class CapWaiter:
+    """A writer waiting at the hard limit for room for ``pages`` pages on ``bdi``."""
+
+    task: DirtyTask
+    bdi: Bdi
+    pages: int
+    event: trio.Event = field(default_factory=trio.Event)
+    granted: bool = False
+
+
+def _forget_reservation(t: DirtyTask) -> None:
+    """Take ``t``'s in-flight pages off the counters (no wake-ups)."""
+    bdi = t.reserved_bdi
+    if bdi is not None and t.reserved:
+        bdi.inflight -= t.reserved
+        bdi.domain.inflight -= t.reserved
+    t.reserved = 0
 
 
 @dataclass(frozen=True)
@@ -418,6 +527,7 @@ class Bdi:
     dirtied: int = 0
     written: int = 0
     cancelled: int = 0
+    inflight: int = 0  # pages reserved under the hard cap, not dirty yet
     completions: float = 0.0
     write_bw: float = INIT_BW
     avg_write_bw: float = INIT_BW
@@ -497,10 +607,16 @@ class Bdi:
             task = dom.task_state()
             task.nr_dirtied += 1
             task.dirtied_total += 1
+            if task.reserved and task.reserved_bdi is self:  # in flight no more: dirty
+                task.reserved -= 1
+                self.inflight -= 1
+                dom.inflight -= 1
         wb_dirty = self.reclaimable + self.writeback
         if wb_dirty > self.max_wb_dirty:
             self.max_wb_dirty = wb_dirty
         dom._note_dirtied()
+        if dom.listeners:
+            dom._event("dirtied", self)
 
     def account_page_cleaned(self, mapping: AddressSpace, *, cancelled: bool = False) -> None:
         """A dirty page was cleaned for I/O or dropped (``folio_account_cleaned``); a
@@ -511,10 +627,15 @@ class Bdi:
         self.domain.nr_dirty -= 1
         if cancelled:
             self.cancelled += 1
+            self.domain._room_made("cancelled", self)
+        elif self.domain.listeners:
+            self.domain._event("cleaned", self)
 
     def account_writeback_start(self) -> None:
         self.writeback += 1
         self.domain.nr_writeback += 1
+        if self.domain.listeners:
+            self.domain._event("writeback_start", self)
 
     def account_writeback_end(self, *, completed: bool = True) -> None:
         """I/O done (``folio_end_writeback`` → ``__wb_writeout_add``): a completion."""
@@ -524,6 +645,7 @@ class Bdi:
             self.written += 1
             self.domain._age_completions()
             self.completions += 1
+        self.domain._room_made("writeback_end", self)
 
     # -- thresholds -------------------------------------------------------------------
     def wb_thresh(self, lim: DirtyLimits | None = None) -> int:

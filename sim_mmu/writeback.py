@@ -41,7 +41,9 @@ import trio
 
 from sim_mmu.bdi import (
     DIRTY_EXCEEDED_RATELIMIT,
+    MAX_PAUSE,
     Bdi,
+    CapWaiter,
     DirtyDomain,
     DirtyTask,
     dirty_freerun_ceiling,
@@ -73,8 +75,14 @@ def kick_flusher(bdi: Bdi) -> None:
 
 
 # -- the entry point ---------------------------------------------------------------------
-async def balance_dirty_pages_ratelimited(bdi: Bdi, task: Any = None) -> None:
-    """Throttle the current task if it dirtied enough pages (the kernel function)."""
+async def balance_dirty_pages_ratelimited(
+    bdi: Bdi, task: Any = None, *, capped: bool = False
+) -> None:
+    """Throttle the current task if it dirtied enough pages (the kernel function).
+
+    ``capped``: ``reserve_dirty`` follows (the seed's placement), so at the limit the
+    modern loop leaves the waiting to it instead of polling every ``max_pause``.
+    """
     dom = bdi.domain
     t = dom.task_state(task)
     if dom.throttle == "crude":
@@ -93,7 +101,73 @@ async def balance_dirty_pages_ratelimited(bdi: Bdi, task: Any = None) -> None:
         dom.bdp_ratelimits = 0
         ratelimit = 0
     if t.nr_dirtied >= ratelimit:
-        await balance_dirty_pages(bdi, t)
+        await balance_dirty_pages(bdi, t, capped=capped)
+        t.granted = max(t.nr_dirtied_pause, 1)  # it looks after a page at the soonest
+
+
+# -- the hard cap (the seed's placement) ---------------------------------------------------
+async def balance_dirty_pages_before(bdi: Bdi, pages: int = 1, task: Any = None) -> None:
+    """The seed's placement: throttle *before* the page can become writable.
+
+    First the domain's model, as ``balance_dirty_pages_ratelimited`` (the smooth pauses
+    below the limit), then ``reserve_dirty``: room for ``pages`` under the hard limit,
+    held for the task until its pages are dirty.  Call ``release_dirty`` when the fault
+    is over (a page already dirty, or a failed fault, does not use its room).
+    """
+    await balance_dirty_pages_ratelimited(bdi, task, capped=True)
+    await reserve_dirty(bdi, pages, task)
+
+
+async def reserve_dirty(bdi: Bdi, pages: int = 1, task: Any = None) -> None:
+    """Wait until ``pages`` more dirty pages fit under the hard limit, then count them
+    in flight for the task (``DirtyDomain.reserve``) in the same step, so that writers
+    passing the check together cannot all pass the limit.
+
+    The kernel's loop sleeps ``max_pause`` while dirty is over the limit (pos_ratio 0)
+    and looks again; here a waiter is queued and served in arrival order by the
+    completion that makes room (and looks again at least every ``MAX_PAUSE``), so no
+    writeback time is lost and no writer is starved.  The limit is the domain's
+    ``limit`` on dirty + writeback + in flight, and a strictlimit device's own share
+    (``wb_thresh``).  Throttling ``off`` (legacy) reserves nothing.
+    """
+    await _reserve(bdi, bdi.domain.task_state(task), pages)
+
+
+async def _reserve(bdi: Bdi, t: DirtyTask, pages: int) -> None:
+    dom = bdi.domain
+    if t.reserved_bdi is bdi and t.reserved >= pages:
+        return  # room kept from an earlier look (it waited at the limit)
+    dom.release(t)
+    if dom.throttle == "off":
+        return
+    if not dom.cap_waiters and dom.has_room(bdi, pages):
+        dom.reserve(t, bdi, pages)
+        return
+    waiter = CapWaiter(t, bdi, pages)
+    dom.cap_waiters.append(waiter)
+    start = dom.clock()
+    t.cap_waits += 1
+    try:
+        while not waiter.granted:
+            kick_flusher(bdi)
+            with trio.move_on_after(MAX_PAUSE):
+                await waiter.event.wait()
+            if not waiter.granted:
+                dom.grant_waiters()  # the limit may have moved (settings, aging)
+    finally:
+        if not waiter.granted and waiter in dom.cap_waiters:
+            dom.cap_waiters.remove(waiter)  # cancelled while waiting
+        waited = dom.clock() - start
+        t.cap_waited += waited
+        t.pauses += 1
+        t.paused_time += waited
+        t.last_pause = waited
+
+
+def release_dirty(bdi: Bdi, task: Any = None) -> None:
+    """The fault is over: give back the room the task reserved and did not dirty."""
+    dom = bdi.domain
+    dom.release(dom.task_state(task))
 
 
 @dataclass
@@ -122,8 +196,14 @@ def _look(bdi: Bdi) -> tuple[_Sample, Any]:
     return s, lim
 
 
-async def balance_dirty_pages(bdi: Bdi, t: DirtyTask) -> None:
-    """The IO-less throttle (3.2+): pause the task in proportion to its dirtying."""
+async def balance_dirty_pages(bdi: Bdi, t: DirtyTask, *, capped: bool = False) -> None:
+    """The IO-less throttle (3.2+): pause the task in proportion to its dirtying.
+
+    ``capped`` (the seed's placement, the hard cap follows): at the limit
+    (``task_rate`` 0) the task does not nap ``max_pause`` and poll, it waits for room
+    for its next page in arrival order (``reserve_dirty``), then looks again, so that
+    the writers released at the limit are released in turn.
+    """
     dom = bdi.domain
     pages_dirtied = t.nr_dirtied
     while True:
@@ -158,6 +238,9 @@ async def balance_dirty_pages(bdi: Bdi, t: DirtyTask) -> None:
             bdi.avg_write_bw, bdi.dirty_ratelimit, task_rate, max_pause
         )
         t.last_task_rate = task_rate
+        if task_rate <= 0 and capped:  # wait for room in turn (for the kernel's
+            await _reserve(bdi, t, 1)  # max_pause nap), then look again
+            continue
         if task_rate <= 0:
             pause = max_pause
         else:
@@ -351,6 +434,8 @@ class DirtyRecorder:
         self.interval = interval
         self.rows: list[dict[str, float]] = []
         self._last: dict[str, tuple[int, int, float]] = {}
+        # every writer seen, by name: one that has ended still has its columns (rate 0)
+        self._seen: dict[str, DirtyTask] = {}
         self._last_time = 0.0
 
     def sample(self) -> dict[str, float]:
@@ -374,6 +459,10 @@ class DirtyRecorder:
             row[f"{bdi.name}:dirty_ratelimit"] = round(bdi.dirty_ratelimit, 1)
         dt = now - self._last_time
         for t in list(dom.tasks.values()):
+            if self._seen.get(t.name) is not t:  # new, or a new writer of that name
+                self._seen[t.name] = t
+                self._last.pop(t.name, None)
+        for t in self._seen.values():
             dirtied, pauses, paused = self._last.get(t.name, (0, 0, 0.0))
             if dt > 0:
                 row[f"{t.name}:rate"] = round((t.dirtied_total - dirtied) / dt, 1)

@@ -157,14 +157,20 @@ async def test_fault_path_throttles_before_or_after_the_page_is_dirtied(
     f = fs.open_path(b"/f", os.O_RDWR | os.O_CREAT)
     await fs.setattr(f.ino, size=4 * PAGE, ctx=ROOT)
     calls: list[int] = []
+    assert fs.dirty is not None
     assert fs.balance_dirty is not None
-    model = fs.balance_dirty
+    model, model_before = fs.balance_dirty, fs.dirty.balance_before
 
     async def balance(data: object) -> None:
         calls.append(f.data.nr_dirty)
         await model(data)  # type: ignore[arg-type]
 
+    async def balance_before(data: object) -> None:
+        calls.append(f.data.nr_dirty)
+        await model_before(data)  # type: ignore[arg-type]
+
     fs.balance_dirty = balance
+    fs.dirty.balance_before = balance_before  # type: ignore[method-assign]
     proc = Simulation().spawn()
     addr = await proc.mmap(4 * PAGE, Prot.READ | Prot.WRITE, MapFlags.SHARED, f)
     assert await proc.store(addr, b"a") == 1

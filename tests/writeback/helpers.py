@@ -22,7 +22,9 @@ from sim_mmu.protocols import VmFault, VmFaultInfo
 from sim_mmu.writeback import (
     DirtyRecorder,
     FixedBandwidthDevice,
+    balance_dirty_pages_before,
     balance_dirty_pages_ratelimited,
+    release_dirty,
     run_flusher,
 )
 
@@ -51,21 +53,25 @@ class ThrottlingVmOps(MemVmOpsMkwrite):
         self.bdi = bdi
 
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
-        await balance_dirty_pages_ratelimited(self.bdi)
+        await balance_dirty_pages_before(self.bdi)
         return await super().page_mkwrite(vmf)
 
 
 class SlowFile(MemFile):
-    """An open file of a device-backed inode that throttles after the fault dirtied."""
+    """An open file of a device-backed inode: after the fault dirtied a page it
+    throttles (``after``) or gives back the room ``page_mkwrite`` reserved and the
+    fault did not use (before)."""
 
     def __init__(self, inode: MemInode, bdi: Bdi, *, after: bool) -> None:
         super().__init__(inode, readable=True, writable=True)
         self.bdi = bdi
-        if after:
-            self.balance_dirty_pages_ratelimited = self._balance
+        self.after = after
 
-    async def _balance(self) -> None:
-        await balance_dirty_pages_ratelimited(self.bdi)
+    async def balance_dirty_pages_ratelimited(self) -> None:
+        if self.after:
+            await balance_dirty_pages_ratelimited(self.bdi)
+        else:
+            release_dirty(self.bdi)
 
 
 def slow_inode(
@@ -121,6 +127,36 @@ def jain(xs: list[float]) -> float:
     return total * total / (len(xs) * squares) if squares else 1.0
 
 
+class LimitWatch:
+    """Checks the dirty count against the limit after every event of the domain
+    (each page dirtied, cleaned, cancelled, each writeback start and end, each room
+    reserved and given back) and keeps the worst of each measure:
+
+    * ``over``: dirty + writeback − limit (the issue's "dirty count");
+    * ``held_over``: dirty + writeback + pages in flight under the hard cap − limit;
+    * ``over_allowance``: dirty − limit − the writers' ratelimits as their last look
+      let them go (``DirtyTask.granted``): the bound of the ``after`` placement;
+    * ``wb_over``: the device's dirty + writeback − its share (``wb_thresh``).
+    """
+
+    def __init__(self, domain: DirtyDomain) -> None:
+        self.domain = domain
+        self.events = 0
+        self.over = self.held_over = self.over_allowance = self.wb_over = -(1 << 62)
+        domain.listeners.append(self)
+
+    def __call__(self, event: str, bdi: Bdi) -> None:
+        dom = self.domain
+        self.events += 1
+        lim = dom.limits()
+        over = dom.dirty - lim.limit
+        self.over = max(self.over, over)
+        self.held_over = max(self.held_over, over + dom.inflight)
+        allowance = sum(t.granted for t in list(dom.tasks.values()))
+        self.over_allowance = max(self.over_allowance, over - allowance)
+        self.wb_over = max(self.wb_over, bdi.wb_dirty - bdi.wb_thresh(lim))
+
+
 @dataclass
 class Run:
     """What one simulated run measured."""
@@ -133,6 +169,7 @@ class Run:
     dirtied: dict[str, int]  # pages newly dirtied per writer inside the window
     pauses: dict[str, int]  # throttling pauses per writer over the whole run
     self_written: dict[str, int]  # pages each writer wrote back itself (crude model)
+    watch: LimitWatch  # the limit, checked after every event
 
     @property
     def total_rate(self) -> float:
@@ -168,6 +205,7 @@ async def run_writers(
         bdi.write_bw = bdi.avg_write_bw = bandwidth
         bdi.dirty_ratelimit = bdi.balanced_dirty_ratelimit = bandwidth
     sim = Simulation(trace=False)
+    watch = LimitWatch(domain)
     recorder = DirtyRecorder(domain, interval=0.25)
     if pages is None:
         pages = int(bandwidth * seconds * 2 / n) + domain.limits().thresh
@@ -203,4 +241,4 @@ async def run_writers(
     first, last = snaps
     dirtied = {name: last[name] - first.get(name, 0) for name in last}
     window = seconds - 1e-6 - settle
-    return Run(domain, bdi, device, recorder, window, dirtied, pauses, self_written)
+    return Run(domain, bdi, device, recorder, window, dirtied, pauses, self_written, watch)

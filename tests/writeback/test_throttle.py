@@ -1,17 +1,23 @@
 """balance_dirty_pages against a slow device, on virtual time (KERNEL.md §4).
 
-Writers are ``dd``s through shared mappings (the fault path throttles after it dirtied a
-page) or ``write(2)``; the device writes 256 pages/s (1 MB/s); 32 MB of dirtyable memory
-⇒ thresh 1638, bg 819, freerun 1228, setpoint 1433 pages.  The device is fresh, so its
-bandwidth estimate starts at the kernel's 100 MB/s and takes ~20 s to learn 1 MB/s
-(each 200 ms update closes 0.2/4.1 of the gap): dirty rides at the limit meanwhile.
+Writers are ``dd``s through shared mappings or ``write(2)``; the device writes 256
+pages/s (1 MB/s); 32 MB of dirtyable memory ⇒ thresh 1638, bg 819, freerun 1228,
+setpoint 1433 pages.  A fresh device's bandwidth estimate starts at the kernel's 100 MB/s
+and takes ~20 s to learn 1 MB/s (each 200 ms update closes 0.2/4.1 of the gap): dirty
+rides at the limit meanwhile; a measured one starts at 1 MB/s.
 
-The limit is checked at every page dirtied (``DirtyDomain.max_over_limit``).  The kernel's
-limit is not absolute: between two looks a task dirties up to ``task_rate × max_pause``
-pages, and ``max_pause`` ≈ wb_dirty / (8 × estimated bandwidth), so a task that looked
-just under the limit may pass it by up to ~``pos × dirty / 8`` pages (here ≈ 36 for one
-writer, computed by hand at dirty ≈ 1617, pos ≈ 0.27).  We allow limit/32 (51 pages) per
-writer and at most 10 % in all, and print the measured overshoot.
+The limit is checked after every event (``LimitWatch``: each page dirtied, cleaned,
+cancelled, each writeback start and end, each room reserved or given back):
+
+* ``before`` (the seed's placement, throttling in ``page_mkwrite`` before the page can
+  become writable): a hard cap.  The page's room is reserved at the check, so dirty +
+  writeback + pages in flight never pass the limit, whatever the number of writers.
+* ``after`` (where modern kernels call ``balance_dirty_pages_ratelimited``, after the
+  fault dirtied the page): the kernel's guarantee only.  A writer is let go only by a
+  look that saw dirty under the limit, and then dirties at most its ratelimit
+  (``nr_dirtied_pause``) before it looks again, so dirty − limit ≤ the sum of the
+  writers' ratelimits, checked after every event.  Measured: up to ~7 % over with 16
+  writers on a fresh device.
 """
 
 from __future__ import annotations
@@ -28,63 +34,79 @@ BW = 256.0
 
 
 def _report(what: str, n: int, run: Run) -> float:
-    dom = run.domain
+    dom, w = run.domain, run.watch
     fairness = jain(list(run.dirtied.values()))
     print(
         f"{what} n={n} rate={run.total_rate:.1f}/{BW} jain={fairness:.3f}"
-        f" max_dirty={dom.max_dirty} limit={dom.limits().limit} over={dom.max_over_limit}"
+        f" max_dirty={dom.max_dirty} limit={dom.limits().limit} over={w.over}"
+        f" over_allowance={w.over_allowance} events={w.events}"
     )
     return fairness
 
 
-@pytest.mark.parametrize("n", [1, 4, 16])
-async def test_fresh_device_converges_to_bandwidth_under_the_limit(
-    n: int, autojump_clock: MockClock
-) -> None:
-    # the bandwidth estimate starts 100 × too high and takes ~20 s to come down
-    run = await run_writers(n, seconds=20.0, settle=10.0, bandwidth=BW)
-    _report("fresh", n, run)
-    lim = run.domain.limits()
-    assert run.domain.max_over_limit <= min(n * lim.limit // 32, lim.limit // 10)
-    assert abs(run.total_rate - BW) <= 0.2 * BW
-    assert all(run.pauses[name] > 0 for name in run.dirtied)  # everyone was throttled
+def _check_placement(placement: str, run: Run) -> None:
+    w = run.watch
+    assert w.events > 4 * sum(run.dirtied.values())  # dirtied, cleaned, wb start, end...
+    if placement == "before":
+        assert w.held_over <= 0  # dirty + writeback + in flight, after every event
+        assert w.over <= 0
+        assert run.domain.max_dirty <= run.domain.limits().limit
+    else:
+        assert w.over_allowance <= 0  # at most each writer's ratelimit past the limit
+        assert w.over <= run.domain.limits().limit // 10  # in figures: under 10 % over
     run.domain.check()
 
 
+@pytest.mark.parametrize("placement", ["before", "after"])
 @pytest.mark.parametrize("n", [1, 4, 16])
-async def test_measured_device_writers_are_fair(n: int, autojump_clock: MockClock) -> None:
-    run = await run_writers(n, seconds=15.0, settle=5.0, bandwidth=BW, measured=True)
-    fairness = _report("measured", n, run)
-    lim = run.domain.limits()
+async def test_fresh_device_converges_to_bandwidth_under_the_limit(
+    n: int, placement: str, autojump_clock: MockClock
+) -> None:
+    # the bandwidth estimate starts 100 × too high and takes ~20 s to come down
+    run = await run_writers(n, seconds=20.0, settle=10.0, bandwidth=BW,
+                            before=placement == "before")  # fmt: skip
+    fairness = _report(f"fresh {placement}", n, run)
+    _check_placement(placement, run)
+    assert abs(run.total_rate - BW) <= 0.2 * BW
+    assert fairness >= 0.9
+    assert all(run.pauses[name] > 0 for name in run.dirtied)  # everyone was throttled
+
+
+@pytest.mark.parametrize("placement", ["before", "after"])
+@pytest.mark.parametrize("n", [1, 4, 16])
+async def test_measured_device_writers_are_fair(
+    n: int, placement: str, autojump_clock: MockClock
+) -> None:
+    run = await run_writers(n, seconds=15.0, settle=5.0, bandwidth=BW, measured=True,
+                            before=placement == "before")  # fmt: skip
+    fairness = _report(f"measured {placement}", n, run)
+    _check_placement(placement, run)
     assert len(run.dirtied) == n
     assert fairness >= 0.9
     assert abs(run.total_rate - BW) <= 0.2 * BW
-    assert run.domain.max_over_limit <= min(n * lim.limit // 32, lim.limit // 10)
+    # the smooth pauses hold dirty under the limit, the cap is only the backstop
+    late = [r for r in run.recorder.rows if r["time"] > 10.0]
+    assert max(r["dirty"] for r in late) < run.domain.limits().limit
 
 
+@pytest.mark.parametrize("n", [4, 16])
 async def test_without_throttling_the_same_workload_blows_the_limit(
-    autojump_clock: MockClock,
+    n: int, autojump_clock: MockClock
 ) -> None:
-    run = await run_writers(4, throttle="off", seconds=5.0, settle=1.0, bandwidth=BW)
+    # legacy: the same dd's as above, seed placement, throttle off: nothing holds them
+    run = await run_writers(n, throttle="off", seconds=5.0, settle=1.0, bandwidth=BW,
+                            before=True)  # fmt: skip
     dom = run.domain
-    print(f"off: max_dirty={dom.max_dirty} limit={dom.limits().limit}")
-    assert dom.max_dirty > 2 * dom.limits().limit
+    print(f"off n={n}: max_dirty={dom.max_dirty} limit={dom.limits().limit}")
+    assert run.watch.over > dom.limits().limit  # more than twice the limit
     assert not any(run.pauses.values())
-
-
-async def test_throttling_before_the_page_becomes_writable_holds_too(
-    autojump_clock: MockClock,
-) -> None:
-    run = await run_writers(4, before=True, seconds=12.0, settle=6.0, bandwidth=BW)
-    dom = run.domain
-    assert dom.max_over_limit <= dom.limits().limit // 10
-    assert abs(run.total_rate - BW) <= 0.2 * BW
+    assert dom.inflight == 0  # no room is reserved when nothing is limited
 
 
 async def test_write_syscalls_are_throttled_by_the_same_model(autojump_clock: MockClock) -> None:
+    # write(2) throttles after each page copied (generic_perform_write): the after bound
     run = await run_writers(4, via="write", seconds=12.0, settle=6.0, bandwidth=BW)
-    dom = run.domain
-    assert dom.max_over_limit <= dom.limits().limit // 10
+    _check_placement("after", run)
     assert abs(run.total_rate - BW) <= 0.2 * BW
     assert jain(list(run.dirtied.values())) >= 0.9
 
@@ -101,18 +123,38 @@ async def test_crude_model_writes_back_itself_and_naps(autojump_clock: MockClock
     dom.check()
 
 
-async def test_fuse_strictlimit_throttles_at_its_own_share(autojump_clock: MockClock) -> None:
+async def test_crude_model_before_the_page_becomes_writable_is_capped(
+    autojump_clock: MockClock,
+) -> None:
+    run = await run_writers(16, throttle="crude", seconds=10.0, settle=5.0, bandwidth=BW,
+                            before=True)  # fmt: skip
+    _report("crude before", 16, run)
+    _check_placement("before", run)
+    assert abs(run.total_rate - BW) <= 0.2 * BW
+
+
+@pytest.mark.parametrize(("n", "placement"), [(1, "after"), (4, "before"), (4, "after")])
+async def test_fuse_strictlimit_throttles_at_its_own_share(
+    n: int, placement: str, autojump_clock: MockClock
+) -> None:
     # 1 GiB dirtyable: global thresh 52428, bg 26214; the FUSE device's share is 1 %.
-    run = await run_writers(1, fuse=True, avail=262144, seconds=20.0, settle=10.0, bandwidth=BW)
+    run = await run_writers(n, fuse=True, avail=262144, seconds=20.0, settle=10.0, bandwidth=BW,
+                            before=placement == "before")  # fmt: skip
     dom, bdi = run.domain, run.bdi
     lim = dom.limits()
     wb_thresh = bdi.wb_thresh(lim)
-    print(f"fuse: wb_thresh={wb_thresh} max_wb_dirty={bdi.max_wb_dirty} global max={dom.max_dirty}")
+    print(f"fuse {placement} n={n}: wb_thresh={wb_thresh} max_wb_dirty={bdi.max_wb_dirty}"
+          f" wb_over={run.watch.wb_over} global max={dom.max_dirty}")  # fmt: skip
     assert wb_thresh == 524
-    assert bdi.max_wb_dirty <= wb_thresh + DIRTY_POLL_THRESH
+    if placement == "before":  # its own share is a hard cap too, after every event
+        assert run.watch.wb_over <= 0
+    else:
+        assert bdi.max_wb_dirty <= wb_thresh + n * DIRTY_POLL_THRESH
+    assert bdi.max_wb_dirty > wb_thresh * 0.9  # it ran up to its share: throttled there
     assert dom.max_dirty < lim.bg_thresh // 20  # globally far below any threshold
-    assert run.pauses["w0"] > 0
+    assert all(p > 0 for p in run.pauses.values())
     assert abs(run.total_rate - BW) <= 0.2 * BW
+    assert jain(list(run.dirtied.values())) >= 0.9
 
 
 async def test_between_bg_and_freerun_the_flusher_runs_and_nobody_waits(
