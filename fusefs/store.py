@@ -67,7 +67,7 @@ FORMAT_VERSION = 1
 APPLICATION_ID = 0x6D6B7766  # "mkwf"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DB_PAGE_SIZE = 65536  # 15 blocks per database page: sequential writes go fastest
-WAL_CHECKPOINT_BYTES = 64 << 20  # the flusher folds a WAL this big into the database
+WAL_CHECKPOINT_BYTES = 16 << 20  # the flusher folds a WAL this big into the database
 MKWRITEFS_FSTYPE = "fuse.mkwritefs"
 
 SCHEMA = """
