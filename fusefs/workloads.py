@@ -132,7 +132,10 @@ def run_tool(cmd: Sequence[str], *, timeout: float, cwd: str | None = None,
     try:
         out, err = proc.communicate(timeout=timeout)
         return Ran(proc.returncode, out, err)
-    except subprocess.TimeoutExpired:
+    except BaseException as exc:  # Ctrl-C, or past its time: end the whole group
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            _kill_group(proc)
+            raise
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -142,6 +145,17 @@ def run_tool(cmd: Sequence[str], *, timeout: float, cwd: str | None = None,
         except subprocess.TimeoutExpired:  # stuck in the kernel: leave it, report it
             out, err = "", ""
         return Ran(None, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def drop_cache(path: str) -> None:
