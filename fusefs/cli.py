@@ -508,6 +508,8 @@ def _set_error(mount: str, key: str, value: str, exc: OSError) -> str:
         return f"bad value {value!r} for {key}"
     if exc.errno == errno.ENODATA:
         return f"unknown setting {key!r}"
+    if exc.errno == errno.E2BIG:
+        return f"the value for {key} is too long (at most 65536 bytes)"
     return f"cannot set {key}: {exc.strerror}"
 
 
@@ -519,8 +521,6 @@ def _set_error(mount: str, key: str, value: str, exc: OSError) -> str:
     "the flusher's interval and dirty expiry. Only the mount's owner (or root) may. A "
     "bad value changes nothing and is reported on one line (exit status 2).",
     add_arguments=_set_arguments,
-    if exc.errno == errno.E2BIG:
-        return f"the value for {key} is too long (at most 65536 bytes)"
 )
 def run_set(args: argparse.Namespace) -> int:
     mountpoint = _mkwritefs_mount(args.mount)
