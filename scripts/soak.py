@@ -74,6 +74,14 @@ def _positive(text: str) -> float:
     return value
 
 
+_PROGRESS = sys.stdout
+
+
+def say(line: str) -> None:
+    """A progress line: on stdout, or on stderr when stdout is for the JSON summary."""
+    print(line, file=_PROGRESS, flush=True)
+
+
 class Stop(Exception):
     """SIGTERM: end the soak as Ctrl-C would."""
 
@@ -196,7 +204,7 @@ class Soak:
             self.rng.shuffle(jobs)
             for name, job in jobs:
                 if time.monotonic() >= deadline:
-                    break
+                    return
                 os.makedirs(self.work, exist_ok=True)
                 try:
                     out = job()  # type: ignore[operator]
@@ -206,7 +214,7 @@ class Soak:
                 self.runs[name] += 1
                 self.total.merge(out)
                 if out.bad(workloads.CLEAN_KINDS):
-                    print(f"soak: {out}", flush=True)
+                    say(f"soak: {out}")
                 self.check_space()
                 if time.monotonic() >= next_progress:
                     self.progress(start)
@@ -221,16 +229,16 @@ class Soak:
         self.space_checks += 1
         for problem in problems:
             self.total.error("space", problem)
-            print(f"soak: space: {problem}", flush=True)
+            say(f"soak: space: {problem}")
         self.memory.mark_baseline()
 
     def progress(self, start: float) -> None:
         rss, _ = self.memory.read()
         errors = ", ".join(f"{k} {n}" for k, n in sorted(self.total.errors.items())) or "none"
-        print(f"soak: {time.monotonic() - start:6.0f} s  round {self.rounds + 1}  "
+        say(f"soak: {time.monotonic() - start:6.0f} s  round {self.rounds + 1}  "
               f"{self.total.ops} ops  {self.total.bytes_verified / MIB:.0f} MiB verified  "
               f"errors: {errors}  server RSS {rss / MIB:.0f} MiB (peak "
-              f"{self.memory.hwm / MIB:.0f})", flush=True)
+              f"{self.memory.hwm / MIB:.0f})")
 
     def summary(self, elapsed: float, interrupted: bool) -> dict:
         base = self.memory.baseline
@@ -320,7 +328,9 @@ def unmount(mountpoint: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    global _PROGRESS
     args = parse_args(argv)
+    _PROGRESS = sys.stderr if args.json else sys.stdout
     try:
         workloads.require_tools()
     except workloads.ToolMissing as exc:
@@ -351,14 +361,14 @@ def main(argv: list[str]) -> int:
         memory.start()
         memory.mark_baseline()
         soak = Soak(args, mountpoint, repo, capacity, memory)
-        print(f"soak: {capacity // MIB} MiB mounted on {mountpoint} (server pid {proc.pid}),"
-              f" {args.duration:.0f} s", flush=True)
+        say(f"soak: {capacity // MIB} MiB mounted on {mountpoint} (server pid {proc.pid}),"
+            f" {args.duration:.0f} s")
         start = time.monotonic()
         try:
             soak.run(start + args.duration)
         except (KeyboardInterrupt, Stop):
             interrupted = True
-            print("soak: interrupted, unmounting", flush=True)
+            say("soak: interrupted, unmounting")
         finally:
             memory.stop()
         summary = soak.summary(time.monotonic() - start, interrupted)

@@ -1,0 +1,55 @@
+"""scripts/soak: refuses bad arguments with one clear line (exit 2, nothing mounted); a
+few seconds of it mount, run workloads, report and unmount. The hour-long run is not
+part of any test run (see README, "Hardening")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SOAK = str(Path(__file__).resolve().parents[2] / "scripts" / "soak.py")
+
+pytestmark = pytest.mark.mount
+
+
+def _soak_mounts() -> list[str]:
+    return [line for line in Path("/proc/mounts").read_text().splitlines()
+            if "mkwritefs-soak-" in line]
+
+
+def _soak(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, SOAK, *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--duration", "-3"), "--duration: '-3' is not a positive number of seconds"),
+    (("--duration", "soon"), "--duration: 'soon' is not a number of seconds"),
+    (("--size", "12Q"), "soak: the mount failed: mkwritefs mount: invalid size '12Q'"),
+])
+def test_bad_arguments_are_refused_with_one_line(args: tuple[str, ...], says: str) -> None:
+    before = _soak_mounts()
+    ran = _soak(*args)
+    assert ran.returncode == 2
+    assert ran.stdout == ""
+    assert says in ran.stderr.strip().splitlines()[-1]
+    assert _soak_mounts() == before
+
+
+def test_a_short_soak_runs_reports_and_unmounts() -> None:
+    before = _soak_mounts()
+    ran = _soak("--duration", "2", "--size", "16M", "--seed", "3", "--json")
+    summary = json.loads(ran.stdout)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert summary["ok"] is True
+    assert summary["bad_errors"] == {}
+    assert summary["operations"] > 0
+    assert summary["bytes_verified"] > 0
+    assert summary["space_checks"] == sum(summary["workload_runs"].values()) >= 1
+    assert summary["peak_rss_bytes"] >= summary["rss_end_bytes"] > 0
+    assert "mounted on" in ran.stderr  # progress goes to stderr under --json
+    assert _soak_mounts() == before
