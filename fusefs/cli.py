@@ -148,7 +148,7 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_mount_input(args: argparse.Namespace) -> tuple[str, int, Policy]:
-    blocks = parse_size(args.size or DEFAULT_SIZE)
+    blocks = parse_size(DEFAULT_SIZE if args.size is None else args.size)  # "" is bad input
     if getattr(args, "store", None):  # the size is the store's (fusefs.store_cli)
         from fusefs.store_cli import check_mount_store
 
