@@ -187,25 +187,31 @@ class ErrSeq:
     ``mapping_set_error`` records an error with a new sequence number.  Each open file
     samples the sequence at open; ``check_and_advance`` reports an error recorded since
     that sample exactly once for that file, so every opener sees it once and a file opened
-    after the error sees nothing.
+    after the error sees nothing - once someone has seen it: an error nobody has reported
+    yet is reported to the next opener too (``ERRSEQ_SEEN``, 4.16's "errseq: Always report
+    a writeback error once"), so a failure after the writer closed its file is not lost.
     """
 
-    __slots__ = ("errno", "seq")
+    __slots__ = ("errno", "seen", "seq")
 
     def __init__(self) -> None:
         self.errno = 0
         self.seq = 0
+        self.seen = True  # nothing to see yet
 
     def set_error(self, errno: int) -> None:
         self.errno = errno
         self.seq += 1
+        self.seen = False
 
     def sample(self) -> int:
-        return self.seq
+        """``errseq_sample``: an error nobody has seen is still ahead of the sample."""
+        return self.seq if self.seen else self.seq - 1
 
     def check_and_advance(self, since: int) -> tuple[int, int]:
         """Return (errno or 0, the new sample to keep)."""
         if self.seq != since:
+            self.seen = True
             return self.errno, self.seq
         return 0, since
 
