@@ -94,11 +94,19 @@ def test_a_failed_fallocate_and_write_leave_the_figures_exact(mount_factory) -> 
     empty_again(server)
 
 
+@pytest.fixture(scope="module")
+def huge_repo(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """~24 MiB of incompressible blobs: more than a 16 MiB mount holds."""
+    path = str(tmp_path_factory.mktemp("repo") / "huge")
+    workloads.make_git_repo(path, seed=4, commits=4, files=16, max_file=3 << 20)
+    return path
+
+
 @pytest.mark.long
 @pytest.mark.parametrize("policy", ["reserve", "legacy", "reserve-cow"])
-def test_long_enospc_under_load(mount_factory, big_repo: str, policy: str) -> None:
+def test_long_enospc_under_load(mount_factory, huge_repo: str, policy: str) -> None:
     server = mount_factory(size="16M", extra=("--policy", policy))
-    total = _run_all(server, big_repo, capacity=16 << 20, size="32M", numjobs=4,
+    total = _run_all(server, huge_repo, capacity=16 << 20, size="32M", numjobs=4,
                      seconds=10, scale=4.0)
     assert total.errors["ENOSPC"] >= 6, str(total)
     after = workloads.fio(server.mountpoint, name="ok", engine="psync", rw="randrw",
