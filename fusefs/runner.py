@@ -42,6 +42,7 @@ from fusefs.inode import ROOT_INO, Ctx
 from fusefs.scenario import MISSING, PAGE, Per, Proc, Scenario, Step
 from fusefs.vm import SimFile
 from sim_mmu import SIGBUS, MapFlags, Process, Prot, SigInfo, SimError, Simulation
+from sim_mmu.bdi import CHARGED_TASK
 from sim_mmu.check import check_simulation
 
 ROOT = Ctx(uid=0, gid=0, pid=1)
@@ -308,11 +309,31 @@ class Run:
     async def _do_store(self, a: dict[str, Any]) -> tuple[str, Any]:
         proc, addr = self._at(a)
         before = self.sigbus.get(proc.pid, 0)
-        n = await proc.store(addr, a["data"])
+        token = CHARGED_TASK.set(proc)  # the dirty throttle charges the storing process
+        try:
+            n = await proc.store(addr, a["data"])
+        finally:
+            CHARGED_TASK.reset(token)
         if n == len(a["data"]):
             self.stores_acknowledged += 1
             return "ok", n
         return ("sigbus" if self.sigbus.get(proc.pid, 0) > before else "partial"), n
+
+    async def _do_stores(self, a: dict[str, Any]) -> tuple[str, Any]:
+        proc, addr = self._at(a)
+        done = 0
+        token = CHARGED_TASK.set(proc)  # one writer for the dirty throttle: the process
+        try:
+            for i in range(a["pages"]):
+                before = self.sigbus.get(proc.pid, 0)
+                if await proc.store(addr + i * PAGE, a["data"]) != len(a["data"]):
+                    failed = self.sigbus.get(proc.pid, 0) > before
+                    return ("sigbus" if failed else "partial"), done
+                self.stores_acknowledged += 1
+                done += 1
+        finally:
+            CHARGED_TASK.reset(token)
+        return "ok", done
 
     async def _do_load(self, a: dict[str, Any]) -> tuple[str, Any]:
         proc, addr = self._at(a)

@@ -62,7 +62,7 @@ __all__ = [
     "copy_to_user", "create", "exit", "expect", "expect_attr", "expect_cache", "expect_data",
     "expect_df", "expect_loaded", "expect_pte", "expect_sim", "expect_took", "fallocate",
     "fill", "fork", "fsync", "inject_error", "load", "mmap", "mount", "mprotect", "msync",
-    "munmap", "per", "poke", "reopen", "setup", "sleep", "spawn", "store", "thread",
+    "munmap", "per", "poke", "reopen", "setup", "sleep", "spawn", "store", "stores", "thread",
     "together", "truncate", "write", "writeback",
 ]  # fmt: skip
 
@@ -329,6 +329,18 @@ def store(m: Map, page: int = 0, data: bytes = b"x", *, offset: int = 0,
     """A store of ``data`` at ``offset`` in page ``page`` of mapping ``m``."""
     _add("store", name, delay, map=_map(m), page=page, offset=offset, data=bytes(data),
          proc=_proc(proc) if proc else m.proc)  # fmt: skip
+
+
+def stores(m: Map, pages: int, data: bytes = b"x", *, first: int = 0,
+           name: str | None = None, delay: float = 0.0) -> None:
+    """One writer's ``dd`` through mapping ``m``: a store of ``data`` at the start of each
+    of ``pages`` pages from ``first``, in order, by one task (the dirty throttle charges
+    and paces it as one writer); stops at the first store that fails."""
+    for what, value, low in (("pages", pages, 1), ("first", first, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            _fail(f"stores: {what} must be an integer >= {low}, not {value!r}")
+    _add("stores", name, delay, map=_map(m), page=first, pages=pages, data=bytes(data),
+         proc=m.proc)  # fmt: skip
 
 
 def load(m: Map, page: int = 0, length: int = 1, *, proc: Proc | None = None,

@@ -151,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plot(path: str, name: str, results: list[Any]) -> None:
-    """One PNG per policy of the dirty model's series (fusefs.throttle, DirtyRecorder)."""
+    """One PNG per policy of the dirty model's series (fusefs.throttle, DirtyRecorder),
+    and its numbers as CSV beside it (same name, .csv)."""
     series = [(r.policy, r.dirty_series) for r in results if r.dirty_series is not None]
     if not series:
         raise UsageError(f"scenario {name} records no dirty-page series (no --plot)")
@@ -159,7 +160,9 @@ def _plot(path: str, name: str, results: list[Any]) -> None:
         out = path if len(results) == 1 else f"{os.path.splitext(path)[0]}-{policy}.png"
         if not recorder.plot(out, title=f"{name}: policy {policy}"):
             raise UsageError("--plot needs matplotlib")
-        print(f"plot: {out}", file=sys.stderr)
+        table = f"{os.path.splitext(out)[0]}.csv"
+        recorder.to_csv(table)
+        print(f"plot: {out} (series: {table})", file=sys.stderr)
 
 
 def _check_writable(path: str) -> None:

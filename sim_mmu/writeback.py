@@ -498,8 +498,19 @@ class DirtyRecorder:
             Path(path).write_text(text)
         return text
 
+    def writers(self) -> list[str]:
+        """The writers' names, in the order they first dirtied a page."""
+        return [c[: -len(":rate")] for c in self.columns() if c.endswith(":rate")]
+
     def plot(self, path: str | Path, *, title: str = "dirty throttling") -> bool:
-        """Draw the series as a PNG; False (nothing written) without matplotlib."""
+        """Draw the series as a PNG; False (nothing written) without matplotlib.
+
+        Three panels on one time axis: dirty pages against the thresholds (and each
+        device's own count and share); each writer's dirtying rate (1 s moving
+        average), their total and the devices' measured write bandwidth; each writer's
+        mean pause in the intervals where it paused.  Series are labelled by the
+        writers' names.
+        """
         try:
             import matplotlib
 
@@ -507,30 +518,75 @@ class DirtyRecorder:
             import matplotlib.pyplot as plt
         except ImportError:
             return False
+        nan = float("nan")
         cols = self.columns()
-        t0 = self.rows[0]["time"] if self.rows else 0.0
-        t = [r["time"] - t0 for r in self.rows]
-        fig, (ax1, ax2, ax3) = plt.subplots(3, 1, sharex=True, figsize=(10, 9))
-        for name in ("dirty", "thresh", "bg_thresh", "freerun", "setpoint", "limit"):
-            style = "-" if name == "dirty" else "--"
-            ax1.plot(t, [r[name] for r in self.rows], style, label=name)
-        for c in cols:
-            if c.endswith(":dirty") or c.endswith(":wb_thresh"):
-                ax1.plot(t, [r.get(c, float("nan")) for r in self.rows], ":", label=c)
-        ax1.set_ylabel("pages")
-        ax1.legend(fontsize="small", ncol=3)
-        for c in cols:
-            if c.endswith(":rate"):
-                ax2.plot(t, [r.get(c, float("nan")) for r in self.rows], lw=0.8, label=c)
-            if c.endswith(":pause_ms"):
-                ax3.plot(t, [r.get(c, float("nan")) for r in self.rows], lw=0.8, label=c)
+        rows = self.rows
+        t0 = rows[0]["time"] if rows else 0.0
+        t = [r["time"] - t0 for r in rows]
+        writers = self.writers()
+        fig, (ax1, ax2, ax3) = plt.subplots(3, 1, sharex=True, figsize=(10, 10))
+        styles = {"thresh": ":", "limit": "-", "setpoint": "-.", "freerun": "--",
+                  "bg_thresh": (0, (1, 3))}  # fmt: skip
+        ax1.plot(t, [r["dirty"] for r in rows], "k-", lw=2, label="dirty + writeback")
+        for name, style in styles.items():
+            ax1.plot(t, [r[name] for r in rows], linestyle=style, lw=1, label=name)
+        devices = [c[: -len(":dirty")] for c in cols if c.endswith(":dirty")]
+        shares = [r.get(f"{d}:wb_thresh", nan) for d in devices for r in rows]
+        small = max(shares, default=0.0) < 0.1 * max(r["thresh"] for r in rows)
+        dev_ax = ax1.twinx() if small else ax1  # a device with a small share: zoomed
+        if len(devices) > 1 or small:
+            for d in devices:
+                dev_ax.plot(t, [r.get(f"{d}:dirty", nan) for r in rows], lw=1.5,
+                            label=f"{d}: dirty + writeback")  # fmt: skip
+                dev_ax.plot(t, [r.get(f"{d}:wb_thresh", nan) for r in rows], "--", lw=1.5,
+                            label=f"{d}: its share (wb_thresh)")  # fmt: skip
+        ax1.set_ylabel("pages (machine)")
+        ax1.set_title("dirty pages and the thresholds" + (
+            " (the device's own pages on the right axis)" if small else ""), fontsize="medium")
+        handles, labels = ax1.get_legend_handles_labels()
+        if small:
+            dev_ax.set_ylabel("pages (device)")
+            dev_ax.set_ylim(0, 1.3 * max(max(shares), 1.0))
+            more = dev_ax.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        ax1.legend(handles, labels, fontsize="small", ncol=3, loc="lower right")
+        span = max(1, round(1.0 / self.interval))  # samples in a 1 s moving average
+        total = [0.0] * len(rows)
+        for w in writers:
+            raw = [r.get(f"{w}:rate", nan) for r in rows]
+            smooth = [_mean(raw[max(0, i - span + 1) : i + 1]) for i in range(len(raw))]
+            total = [a + (0.0 if b != b else b) for a, b in zip(total, smooth, strict=True)]
+            ax2.plot(t, smooth, lw=1, label=w)
+            paused = [(x, r.get(f"{w}:pause_ms", 0.0)) for x, r in zip(t, rows, strict=True)]
+            paused = [(x, p) for x, p in paused if p > 0]
+            if paused:
+                ax3.plot(*zip(*paused, strict=True), ".-", lw=0.6, ms=3, label=w)
+        bw = [sum(r.get(f"{d}:write_bw", 0.0) for d in devices) for r in rows]
+        if len(writers) > 1:
+            ax2.plot(t, total, "k-", lw=1.5, label="all writers")
+        ax2.plot(t, bw, "k:", lw=1.5, label="write bandwidth (measured)")
+        top = 2.5 * max(bw[len(bw) // 2 :] or [1.0])
+        if max(total, default=0.0) > top:
+            ax2.set_ylim(0, top)
+            ax2.set_title("dirtying rate per writer, 1 s moving average "
+                          "(free-run burst clipped)", fontsize="medium")  # fmt: skip
+        else:
+            ax2.set_title("dirtying rate per writer, 1 s moving average", fontsize="medium")
         ax2.set_ylabel("pages/s dirtied")
         ax3.set_ylabel("mean pause (ms)")
+        ax3.set_title("throttling pauses per writer (intervals with a pause)", fontsize="medium")
         ax3.set_xlabel("virtual time since the first sample (s)")
-        if len(cols) < 40:
-            ax2.legend(fontsize="x-small", ncol=4)
+        if len(writers) <= 20:
+            ax2.legend(fontsize="small", ncol=min(len(writers) + 2, 6), loc="upper right")
+            if ax3.lines:
+                ax3.legend(fontsize="small", ncol=min(len(writers), 6), loc="upper right")
         fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, dpi=90)
         plt.close(fig)
         return True
+
+
+def _mean(xs: list[float]) -> float:
+    vals = [x for x in xs if x == x]
+    return sum(vals) / len(vals) if vals else float("nan")
