@@ -141,6 +141,21 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
         "the data, so ENOSPC surfaces only at fsync, or never (off by default)",
     )
     parser.add_argument(
+        "--dirty-throttle",
+        choices=("off", "modern", "crude"),
+        help="turn on the simulated dirty-page model (KERNEL.md section 4) with this "
+        "balance_dirty_pages: modern (IO-less pauses, 3.2+), crude (2.6.2x) or off "
+        "(counted, not throttled); as `mkwritefs set DIR dirty_throttle=MODEL` (default: "
+        "no model)",
+    )
+    parser.add_argument(
+        "--dirty-placement",
+        choices=("before", "after"),
+        help="where stores through mappings are throttled: before the page becomes "
+        "writable (in page_mkwrite, a hard cap) or after it was dirtied (the kernel's "
+        "place); as `mkwritefs set DIR dirty_placement=P` (default after)",
+    )
+    parser.add_argument(
         "--log",
         metavar="FILE",
         help="in the background, append the server's log to FILE (default: discard it)",
@@ -200,6 +215,8 @@ def run_mount(args: argparse.Namespace) -> int:
         debug=args.debug,
         writeback_cache=args.writeback_cache,
         store=os.path.realpath(args.store) if args.store else None,
+        dirty_throttle=args.dirty_throttle,
+        dirty_placement=args.dirty_placement,
     )
     if args.foreground:
         return _mount_foreground(config)

@@ -255,6 +255,8 @@ class MountConfig:
     debug: bool = False
     writeback_cache: bool = False
     store: str | None = None  # a store's path (fusefs.store); None: memory only
+    dirty_throttle: str | None = None  # the dirty model from the start (fusefs.throttle)
+    dirty_placement: str | None = None  # where stores are throttled: before | after
 
 
 def serve(config: MountConfig, *, on_ready: Callable[[], None] | None = None) -> None:
@@ -278,6 +280,10 @@ async def _serve(config: MountConfig, on_ready: Callable[[], None] | None) -> No
     try:
         capacity = store.capacity_blocks if store is not None else config.capacity_blocks
         fs = Filesystem(capacity_blocks=capacity, policy=config.policy, store=store)
+        if config.dirty_placement is not None:  # as `mkwritefs set` would, before serving
+            fs.dirty_config.placement = config.dirty_placement
+        if config.dirty_throttle is not None:
+            fs.set_dirty_throttle(config.dirty_throttle)
     except BaseException:
         if store is not None:
             store.close()

@@ -541,6 +541,7 @@ class DirtyRecorder:
                 dev_ax.plot(t, [r.get(f"{d}:wb_thresh", nan) for r in rows], "--", lw=1.5,
                             label=f"{d}: its share (wb_thresh)")  # fmt: skip
         ax1.set_ylabel("pages (machine)")
+        ax1.set_ylim(bottom=0)
         ax1.set_title("dirty pages and the thresholds" + (
             " (the device's own pages on the right axis)" if small else ""), fontsize="medium")
         handles, labels = ax1.get_legend_handles_labels()

@@ -92,3 +92,38 @@ def test_stat_shows_the_kernel_bdi_beside_the_simulated(server: Server) -> None:
     assert [line.split() for line in text.splitlines() if "max_ratio" in line] == [
         ["max_ratio", "100", "1"]
     ]
+
+
+@pytest.mark.mount
+def test_mount_option_turns_the_model_on_as_set_does(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    extra = ("--dirty-throttle", "crude", "--dirty-placement", "before")
+    srv = start_server(str(mnt), size="64M", extra=extra)
+    try:
+        m = srv.mountpoint
+        assert (_get(m, "dirty_throttle"), _get(m, "dirty_placement")) == (b"crude", b"before")
+        assert _get(m, "dirty_limit_pages") == b"1638"  # 20 % of 8192 simulated pages
+        with open(os.path.join(m, "f"), "wb") as f:
+            f.write(b"d" * (32 * PAGE))
+            f.flush()
+            assert 0 < int(_get(m, "dirty_pages")) <= 32  # counted from the first write
+            os.fsync(f.fileno())
+        assert int(_get(m, "dirty_pages")) == 0
+        result = cli("set", m, "dirty_throttle=modern")  # and switched later, as ever
+        assert result.returncode == 0, result.stderr
+        assert _get(m, "dirty_throttle") == b"modern"
+    finally:
+        stop_server(srv)
+
+
+@pytest.mark.mount
+def test_mount_option_refuses_a_bad_model_and_mounts_nothing(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for bad in (("--dirty-throttle", "fast"), ("--dirty-placement", "during")):
+        result = cli("mount", str(mnt), *bad)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "invalid choice" in result.stderr
+        assert not os.path.ismount(mnt)
