@@ -27,7 +27,9 @@ import contextvars
 import errno
 import math
 import os
+import sqlite3
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,11 +37,13 @@ from typing import Any
 import trio
 import trio.testing
 
+from fusefs import store_fsck
 from fusefs.core import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, Filesystem
 from fusefs.errors import FsError
 from fusefs.filedata import FileData
 from fusefs.inode import ROOT_INO, Ctx
 from fusefs.scenario import MISSING, PAGE, Per, Proc, Scenario, Step
+from fusefs.store import SqliteStore, mkfs
 from fusefs.vm import SimFile
 from sim_mmu import SIGBUS, MapFlags, Process, Prot, SigInfo, SimError, Simulation
 from sim_mmu.bdi import CHARGED_TASK
@@ -107,15 +111,26 @@ class Outcome:
 class Run:
     """One play of a scenario under one policy."""
 
-    def __init__(self, scenario: Scenario, policy: str, profile: str, mountpoint: str) -> None:
+    def __init__(
+        self, scenario: Scenario, policy: str, profile: str, mountpoint: str,
+        store: str | None = None,
+    ) -> None:  # fmt: skip
         self.scenario = scenario
         self.policy = policy
         self.profile = profile
         self.mountpoint = mountpoint
+        # A store (fusefs.store, made empty by the caller): the verdicts are read back
+        # from it after the unmount (read_back).
+        self.store_path = store
         self.fs = Filesystem(
             capacity_blocks=scenario.capacity, uid=0, gid=0, policy=policy,
+            store=SqliteStore(store) if store is not None else None,
             **scenario.fs_options,  # type: ignore[arg-type]
         )  # fmt: skip
+        # What writers were told is stored, per file, in order: ("w", offset, data),
+        # ("t", size) for a truncate, ("p", offset, length) for a punched hole.
+        self.acked: dict[int, list[tuple[Any, ...]]] = {}
+        self.lost_read_back: int | None = None
         self.fs.on_vm_event = self._fs_event
         self._balance = self.fs.balance_dirty  # a dirty-throttling model, if one is set
         self.fs.balance_dirty = self._observe_dirty
@@ -316,6 +331,7 @@ class Run:
             CHARGED_TASK.reset(token)
         if n == len(a["data"]):
             self.stores_acknowledged += 1
+            self._ack_store(a, 0)
             return "ok", n
         return ("sigbus" if self.sigbus.get(proc.pid, 0) > before else "partial"), n
 
@@ -330,10 +346,24 @@ class Run:
                     failed = self.sigbus.get(proc.pid, 0) > before
                     return ("sigbus" if failed else "partial"), done
                 self.stores_acknowledged += 1
+                self._ack_store(a, i)
                 done += 1
         finally:
             CHARGED_TASK.reset(token)
         return "ok", done
+
+    def _ack_store(self, a: dict[str, Any], i: int) -> None:
+        """Note an acknowledged store through a mapping (of the file from offset 0)."""
+        f = self.maps[a["map"].id][2]
+        offset = (a["page"] + i) * PAGE + a.get("offset", 0)
+        data = bytes(a["data"])[: max(0, f.i_size - offset)]  # past EOF is never data
+        if data:
+            self.acked.setdefault(f.ino, []).append(("w", offset, data))
+
+    def _ack(self, path: str, *change: Any) -> None:
+        f = self.files.get(path)
+        if f is not None:
+            self.acked.setdefault(f.ino, []).append(change)
 
     async def _do_load(self, a: dict[str, Any]) -> tuple[str, Any]:
         proc, addr = self._at(a)
@@ -372,10 +402,16 @@ class Run:
     async def _do_write(self, a: dict[str, Any]) -> tuple[str, Any]:
         if self.mount is not None:  # write(2) through the mount, from a worker thread
             path = self.mount.path(a["path"].lstrip("/"))
-            return await self.mount.run_sync(_pwrite, path, a["offset"], a["data"])
-        return await _errno_of(self.fs.write(self.files[a["path"]].fh, a["offset"], a["data"]))
+            result = await self.mount.run_sync(_pwrite, path, a["offset"], a["data"])
+        else:
+            result = await _errno_of(
+                self.fs.write(self.files[a["path"]].fh, a["offset"], a["data"]))
+        if result[0] == "ok" and isinstance(result[1], int):  # what write(2) returned
+            self._ack(a["path"], "w", a["offset"], bytes(a["data"][: result[1]]))
+        return result
 
     async def _do_truncate(self, a: dict[str, Any]) -> tuple[str, Any]:
+        self._ack(a["path"], "t", a["size"])
         if self.mount is not None:
             path = self.mount.path(a["path"].lstrip("/"))
             return await self.mount.run_sync(_os_call, os.truncate, path, a["size"])
@@ -386,6 +422,8 @@ class Run:
         mode = (FALLOC_FL_KEEP_SIZE if a["keep_size"] or a["punch"] else 0) | (
             FALLOC_FL_PUNCH_HOLE if a["punch"] else 0
         )
+        if a["punch"]:
+            self._ack(a["path"], "p", a["offset"], a["length"])
         fh = self.files[a["path"]].fh
         return await _errno_of(self.fs.fallocate(fh, mode, a["offset"], a["length"]))
 
@@ -525,6 +563,86 @@ class Run:
             except (SimError, FsError):
                 pass  # an error reported again at close is not news here
 
+    # -- a store: the verdicts read back after the unmount ------------------------------
+    async def read_back(self) -> None:
+        """Commit and close the store (the unmount), open it again in a fresh filesystem
+        and check there: every expect_data of the scenario, the bytes writers were told
+        were stored (``lost_bytes_read_back``: those not there, which must be 0 exactly
+        when the filesystem counted no loss), and fsck of the store and the filesystem."""
+        assert self.store_path is not None
+        try:
+            await self.fs.close()
+        except FsError as exc:
+            self.results.append(ExpectationResult("store: last commit at unmount", False,
+                                                  str(exc)))  # fmt: skip
+            return
+        store = SqliteStore(self.store_path)
+        fresh = Filesystem(capacity_blocks=store.capacity_blocks, uid=0, gid=0, store=store)
+        try:
+            self._read_back(fresh)
+        finally:
+            await fresh.close()
+        conn = sqlite3.connect(self.store_path)
+        try:
+            problems = [p.message for p in store_fsck.check(conn)]
+        finally:
+            conn.close()
+        self.results.append(ExpectationResult(
+            "store: fsck clean after unmount", not problems,
+            "; ".join(problems[:3]) if problems else "clean"))  # fmt: skip
+
+    def _read_back(self, fresh: Filesystem) -> None:
+        def contents(path: str) -> bytes | None:
+            try:
+                f = fresh.open_path(path, os.O_RDONLY)
+            except FsError:
+                return None
+            return f.data.read(0, f.i_size)
+
+        for step in self.scenario.steps:
+            if step.kind != "expect_data":
+                continue
+            expected = step.args["expected"]
+            if isinstance(expected, Per):
+                expected = expected.resolve(self.policy)
+            if expected is MISSING:
+                continue
+            data = contents(step.args["path"])
+            off = step.args["offset"]
+            actual = None if data is None else data[off : off + len(expected)]
+            held = actual == expected
+            detail = _show(actual) if held else f"expected {_show(expected)}, got {_show(actual)}"
+            f = self.files.get(step.args["path"])
+            if not held and f is not None and f.data.counters.writeback_errors:
+                held = True  # as on any disk: what writeback failed to write is not there
+                detail = (f"{_show(actual)}: not there after the writeback error the file "
+                          "reported (its cached copy never reached the store)")
+            label = step.label.removeprefix("mount: ")
+            self.results.append(ExpectationResult(f"after unmount and mount: {label}",
+                                                  held, detail, step.line, _short(actual)))
+        lost = 0
+        paths = {f.ino: path for path, f in self.files.items()}
+        for ino, changes in self.acked.items():
+            if ino not in paths:
+                continue
+            image, known = _acknowledged(changes)
+            data = contents(paths[ino]) or b""
+            data = data[: len(image)].ljust(len(image), b"\0")
+            lost += sum(1 for i in range(len(image)) if known[i] and data[i] != image[i])
+        self.lost_read_back = lost
+        vm = self.fs.vm_statistics()
+        verdict = "nothing lost" if lost == 0 else f"lost {lost} bytes"
+        self.results.append(ExpectationResult(  # a loss shows iff writeback reported one
+            "store: read back after unmount and mount", (lost == 0) == (vm.writeback_errors == 0),
+            f"{verdict} of what writers were told was stored (writeback reported "
+            f"{vm.writeback_errors} error(s), counted {vm.lost_bytes} bytes lost)", 0,
+            "none lost" if lost == 0 else f"lost {lost}"))  # fmt: skip
+        try:
+            fresh.check()
+        except AssertionError as exc:
+            self.results.append(ExpectationResult("store: fsck of the mounted store", False,
+                                                  str(exc)))  # fmt: skip
+
     # -- results ---------------------------------------------------------------------------
     def result(self) -> PolicyResult:
         vm = self.fs.vm_statistics()
@@ -536,6 +654,7 @@ class Run:
             "mkwrite_calls": vm.mkwrite_calls,
             "writeback_errors": vm.writeback_errors,
             "lost_bytes": vm.lost_bytes,
+            "lost_bytes_read_back": self.lost_read_back,  # None: no store
             "max_dirty_pages": dirty.domain.max_dirty if dirty else self.max_dirty,
             "dirty_limit_pages": dirty.limit_pages() if dirty else None,  # fusefs.throttle
             "faults": sim.faults,
@@ -553,6 +672,31 @@ class Run:
         series = dirty.recorder if dirty else None
         return PolicyResult(self.policy, self.profile, counters, self.results, events, tracks,
                             series)  # fmt: skip
+
+
+def _acknowledged(changes: list[tuple[Any, ...]]) -> tuple[bytearray, bytearray]:
+    """A file's acknowledged bytes: (image, known mask), replaying writes, truncates and
+    punched holes in order."""
+    image = bytearray()
+    known = bytearray()
+    for change in changes:
+        if change[0] == "w":
+            _, off, data = change
+            end = off + len(data)
+            if end > len(image):
+                image.extend(bytes(end - len(image)))
+                known.extend(bytes(end - len(known)))
+            image[off:end] = data
+            known[off:end] = b"\1" * len(data)
+        elif change[0] == "t":
+            del image[change[1] :]
+            del known[change[1] :]
+        else:
+            _, off, length = change
+            end = min(off + length, len(known))
+            if off < end:
+                known[off:end] = bytes(end - off)
+    return image, known
 
 
 async def _flusher(fs: Filesystem, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -650,12 +794,17 @@ async def run_policy(
     mountpoint: str,
     clock: trio.testing.MockClock,
     after: Callable[[Any], Any] | None = None,
+    store: str | None = None,
 ) -> PolicyResult:
     """Play ``scenario`` under ``policy`` on ``mountpoint`` (in the current trio run,
-    whose clock must be ``clock``); ``after(mount)`` is awaited while still mounted."""
+    whose clock must be ``clock``); ``after(mount)`` is awaited while still mounted.
+    With ``store`` (a path that must not exist) the filesystem lives in a new store
+    there, and the verdicts are read back from it after the unmount."""
     from fusefs.mount import serving
 
-    run = Run(scenario, policy, profile or scenario.profile, mountpoint)
+    if store is not None:
+        mkfs(store, scenario.capacity, uid=0, gid=0, now_ns=time.time_ns())
+    run = Run(scenario, policy, profile or scenario.profile, mountpoint, store)
 
     def serve(fs: Filesystem, where: str) -> Any:
         return serving(fs, where, handle_signals=after is not None)
@@ -664,6 +813,8 @@ async def run_policy(
         await run.play(clock, serve)
     else:
         await run.play(clock, _with_after(serve, after))
+    if store is not None:
+        await run.read_back()
     return run.result()
 
 
@@ -686,6 +837,7 @@ def play(
     profile: str | None = None,
     mountpoint: str | None = None,
     keep: Callable[[Any], Any] | None = None,
+    store: str | None = None,
 ) -> PolicyResult:
     """:func:`run_policy` in a trio run of its own on a virtual-then-real clock; a
     temporary mount point unless ``mountpoint`` is given."""
@@ -696,7 +848,7 @@ def play(
     try:
         return trio.run(
             lambda: run_policy(scenario, policy, profile=profile, mountpoint=mountpoint,
-                               clock=clock, after=keep),  # fmt: skip
+                               clock=clock, after=keep, store=store),  # fmt: skip
             clock=clock,
         )
     finally:

@@ -50,6 +50,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                      "setup(dirty=DirtyConfig(record_interval=...))); FILE-POLICY.png per "
                      "policy when several")  # fmt: skip
     run.add_argument("--mount", metavar="DIR", help="mount on DIR (default: a temporary one)")
+    run.add_argument("--store", metavar="DIR",
+                     help="keep each policy's filesystem in a new store DIR/NAME-POLICY.db "
+                     "(`mkwritefs mkfs`), and read the verdicts back from it after the "
+                     "unmount: every expect_data again, and the bytes writers were told "
+                     "were stored and are not there")  # fmt: skip
     run.add_argument("--keep", action="store_true",
                      help="leave the (last) mount up after the run, until Ctrl-C")  # fmt: skip
     from fusefs import report  # `scenario report`: the HTML page (fusefs.report owns it)
@@ -116,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     for out in (args.trace, args.plot):
         if out is not None:
             _check_writable(out)
+    stores = _store_paths(args.store, scenario.name, policies)
     results = []
     for n, policy in enumerate(policies, start=1):
         print(f"[{n}/{len(policies)}] {scenario.name}: policy {policy}...", file=sys.stderr,
@@ -123,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
         keep = _keep if args.keep and n == len(policies) else None
         try:
             result = runner.play(scenario, policy, profile=args.profile, mountpoint=args.mount,
-                                 keep=keep)  # fmt: skip
+                                 keep=keep, store=stores.get(policy))  # fmt: skip
         except MountError as exc:
             raise UsageError(str(exc)) from None
         held = sum(e.held for e in result.expectations)
@@ -163,6 +169,26 @@ def _plot(path: str, name: str, results: list[Any]) -> None:
         table = f"{os.path.splitext(out)[0]}.csv"
         recorder.to_csv(table)
         print(f"plot: {out} (series: {table})", file=sys.stderr)
+
+
+def _store_paths(folder: str | None, name: str, policies: list[str]) -> dict[str, str]:
+    """DIR/NAME-POLICY.db per policy; UsageError unless DIR is a writable directory on
+    no mkwritefs mount and none of those stores exists yet."""
+    if folder is None:
+        return {}
+    from fusefs.store import StoreError, check_location
+
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise UsageError(f"--store {folder} is not a writable directory")
+    paths = {p: os.path.join(folder, f"{name}-{p}.db") for p in policies}
+    for path in paths.values():
+        try:
+            check_location(path)
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
+        if os.path.lexists(path):
+            raise UsageError(f"{path} already exists: --store makes new stores only")
+    return paths
 
 
 def _check_writable(path: str) -> None:
