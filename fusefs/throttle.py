@@ -22,21 +22,35 @@ the policy models: ``fuse`` for the ``fuse`` policy (``fuse_page_mkwrite``), ``d
 for the others (ext4, btrfs, NFS, tmpfs have ordinary bdis).
 
 Root attributes (``user.mkwritefs.*``, registered with ``fusefs.introspect``):
-``dirty_pages`` (dirty + writeback) and ``dirty_limit_pages`` (the device's own share
-under strictlimit, else the domain's limit), read-only, ENODATA while the model is off;
-settings for the mount's owner (EPERM for others, EINVAL for a bad value, which changes
-nothing): ``dirty_throttle`` (none, off, crude, modern; on for good once on),
+``dirty_pages`` (dirty + writeback) and ``dirty_limit_pages`` (the limit): the device's
+own count and share under strictlimit, else the domain's; read-only, ENODATA while the
+model is off; settings for the mount's owner (EPERM for others, EINVAL for a bad value,
+which changes nothing): ``dirty_throttle`` (none, off, crude, modern; on for good once on),
 ``dirty_placement``, ``dirty_ratio``, ``dirty_background_ratio``, ``dirty_bytes``,
 ``dirty_background_bytes``, ``min_ratio``, ``max_ratio``, ``strictlimit``.
+
+Placement and the limit: ``before`` (the seed's) throttles in ``page_mkwrite`` and
+reserves the page's room under the hard limit in the same step
+(``sim_mmu.writeback.balance_dirty_pages_before``), so dirty + writeback never pass
+``limit`` (nor, under strictlimit, the device's share); the fault path gives back room
+it did not use (``release``; a failed fault's room goes back at the task's next fault or
+its end).  ``after`` (the kernel's) and write(2) (after each page copied, as
+``generic_perform_write``) may pass it by at most the writers' ratelimits.
+
+One machine or several: by default each filesystem is a machine of its own; filesystems
+given the same ``DirtyConfig(domain=DirtyDomain(...))`` share one global pool (counts,
+thresholds, sysctls, the model), each mount its own device (``mkwritefs``,
+``mkwritefs-2``...) with its share of the threshold.
 
 Invariants: every live regular file's mapping is attached to ``bdi`` while the model is
 on (``DirtyDomain.check``, run by ``Filesystem.check``, then holds); settings changed here
 apply at once (the domain shares ``config.settings``).  write(2) charges the open file
 (``Writer`` via ``sim_mmu.bdi.CHARGED_TASK``), stores through mappings the simulated
-process's task.  Known simplifications: each filesystem is its own machine (mounts do
-not share one domain); writeback that is not the flusher's (``fsync``, the core's
-periodic expiry) takes no device time; ``shmem``-policy files are counted too (the
-kernel's tmpfs does not account dirty pages).
+process's task (the scenario runner charges the storing process).  Known
+simplifications: writeback that is not the flusher's (``fsync``, the core's periodic
+expiry) takes no device time; ``shmem``-policy files are counted too (the kernel's tmpfs
+does not account dirty pages); a filesystem's device stays in a shared domain after the
+filesystem is gone (clean, its completions ageing away).
 """
 
 from __future__ import annotations
@@ -227,8 +241,9 @@ class DirtyThrottle:
             self.flusher_running = False
 
     def dirty_pages(self) -> int:
-        """Dirty + under writeback: what the limit is compared with."""
-        return self.domain.dirty
+        """Dirty + under writeback, as ``limit_pages`` counts them: the device's own
+        under strictlimit, else the machine's (every device of the domain)."""
+        return self.bdi.wb_dirty if self.bdi.strictlimit else self.domain.dirty
 
     def limit_pages(self) -> int:
         """The hard limit that binds this mount: its own share under strictlimit, else

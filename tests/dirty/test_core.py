@@ -309,3 +309,52 @@ async def test_fuse_requests_in_tasks_of_their_own_are_charged_to_the_open_file(
     assert names == {f"fh {fh}"}
     assert pages / 256.0 * 0.8 <= took <= pages / 256.0 * 1.2
     await fs.release(fh)
+
+
+async def test_two_filesystems_of_one_machine_share_its_dirty_pool(
+    autojump_clock: MockClock,
+) -> None:
+    # Two mounts in one process, one machine (DirtyConfig(domain=...)): 1000 pages
+    # written to each; either alone runs free (< freerun 1228), together they pass it.
+    from sim_mmu.bdi import DirtyDomain
+
+    machine = DirtyDomain(8192)
+    a = new_fs(domain=machine, device="disk", write_bandwidth=128.0)
+    b = new_fs(domain=machine, device="disk", write_bandwidth=128.0)
+    assert a.dirty is not None
+    assert b.dirty is not None
+    assert a.dirty.domain is b.dirty.domain is machine
+    assert [d.name for d in machine.bdis] == ["mkwritefs", "mkwritefs-2"]
+    set_xattr(a, "dirty_ratio", b"10")  # the machine's sysctl: both mounts see it
+    assert xattr(b, "dirty_ratio") == b"10"
+    assert xattr(b, "dirty_limit_pages") == b"819"
+    set_xattr(b, "dirty_ratio", b"20")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run_flusher)
+        await nursery.start(b.run_flusher)
+        start = trio.current_time()
+        async with trio.open_nursery() as dds:
+            dds.start_soon(_dd, a, b"/a", 1000)
+            dds.start_soon(_dd, b, b"/b", 1000)
+        took = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    lim = machine.limits()
+    devices = [a.dirty.bdi, b.dirty.bdi]
+    print(f"machine max {machine.max_dirty}, devices {[d.max_wb_dirty for d in devices]}")
+    assert all(d.max_wb_dirty < lim.freerun for d in devices)
+    assert machine.max_dirty > lim.freerun  # counted together, throttled together
+    assert took > 1.0  # virtual seconds of throttling pauses
+    assert xattr(a, "dirty_pages") == str(machine.dirty).encode()
+    machine.check()
+    for fs, name in ((a, b"/a"), (b, b"/b")):
+        _nothing_lost(fs, [name], 1000, b"d")
+    # a machine of its own each (the default): the same writes run free
+    c, d = new_fs(device="disk"), new_fs(device="disk")
+    assert c.dirty is not None
+    assert d.dirty is not None
+    assert c.dirty.domain is not d.dirty.domain
+    start = trio.current_time()
+    await _dd(c, b"/c", 1000)
+    await _dd(d, b"/d", 1000)
+    assert trio.current_time() - start < 0.01  # virtual time: nothing paused them
+    assert c.dirty.domain.max_dirty == d.dirty.domain.max_dirty == 1000
