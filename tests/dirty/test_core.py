@@ -358,3 +358,50 @@ async def test_two_filesystems_of_one_machine_share_its_dirty_pool(
     await _dd(d, b"/d", 1000)
     assert trio.current_time() - start < 0.01  # virtual time: nothing paused them
     assert c.dirty.domain.max_dirty == d.dirty.domain.max_dirty == 1000
+
+
+@pytest.mark.parametrize("policy", ["reserve", "fuse"])
+async def test_stores_throttled_before_the_page_is_writable_never_pass_the_limit(
+    policy: str, autojump_clock: MockClock
+) -> None:
+    # four processes store through shared mappings; page_mkwrite throttles and holds the
+    # page's room (reserve: ext4-like device, limit 1638; fuse: its own 16 pages)
+    fs = new_fs(policy=policy, placement="before", write_bandwidth=256.0, measured=True)
+    assert fs.dirty is not None
+    dom, bdi = fs.dirty.domain, fs.dirty.bdi
+    worst = [-(1 << 30)]
+
+    def check(event: str, _bdi: object) -> None:  # after every event
+        assert fs.dirty is not None
+        worst[0] = max(worst[0], fs.dirty.dirty_pages() - fs.dirty.limit_pages())
+        worst[0] = max(worst[0], dom.dirty + dom.inflight - dom.limits().limit)
+
+    dom.listeners.append(check)
+    sim, pages = Simulation(), 600
+
+    async def writer(i: int) -> None:
+        f = fs.open_path(f"/w{i}".encode(), os.O_RDWR | os.O_CREAT)
+        await fs.setattr(f.ino, size=pages * PAGE, ctx=ROOT)
+        proc = sim.spawn(f"writer{i}")
+        addr = await proc.mmap(pages * PAGE, Prot.READ | Prot.WRITE, MapFlags.SHARED, f)
+        for p in range(pages):
+            assert await proc.store(addr + p * PAGE, b"%d" % i) == 1
+        await proc.munmap(addr, pages * PAGE)
+        await f.close()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fs.run_flusher)
+        start = trio.current_time()
+        async with trio.open_nursery() as writers:
+            for i in range(4):
+                writers.start_soon(writer, i)
+        took = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    print(f"{policy}: peak over the limit {worst[0]}, {took:.1f} s, max {dom.max_dirty}")
+    assert worst[0] <= 0
+    assert dom.inflight == bdi.inflight == 0  # every reserved page dirtied or given back
+    assert took > 1.0  # held: 2400 pages at 256 pages/s past what fits
+    dom.check()
+    for i in range(4):
+        ino = fs.open_path(f"/w{i}".encode(), os.O_RDONLY).ino
+        assert fs.file_data(ino).read((pages - 1) * PAGE, 1) == b"%d" % i
