@@ -13,6 +13,11 @@ unmounted in `finally`):
   mapped MAP_SHARED, each one a page fault the kernel handles (faults per second);
 - small-file creates: create, write 1 KiB, close, per file (files per second).
 
+`--store` instead compares mkwritefs in memory with mkwritefs on a store (`mkwritefs mkfs`,
+`mount --store`, the store in `--store-dir`, default a temporary directory in /tmp), in
+one run: sequential write of the same 64 MiB with a final fsync (the fsync is where the
+store's commit happens), best of `--repeat` runs alternating between the two.
+
 Prints each figure and the mkwritefs/tmpfs ratio; `--json` prints one object with
 seq_write_ratio, seq_read_ratio, mmap_fault_ratio, creates_ratio and the raw figures.
 Each figure is the best of `--repeat` runs (default 5), alternating between the two
@@ -63,6 +68,27 @@ def mkwritefs_mount(size: str = "512M") -> Iterator[Path]:
 
 
 @contextmanager
+def store_mount(store_dir: str | None, size: str = "512M") -> Iterator[Path]:
+    """mkwritefs on a fresh store made in `store_dir` (default: a temporary directory)."""
+    with tempfile.TemporaryDirectory(prefix="bench-store-", dir=store_dir) as tmp:
+        store = Path(tmp) / "store.db"
+        made = _cli("mkfs", str(store), "--size", size)
+        if made.returncode != 0:
+            raise SystemExit(f"bench_fs: cannot make a store: {made.stderr.strip()}")
+        with tempfile.TemporaryDirectory(prefix="bench-mkwritefs-") as mtmp:
+            mnt = Path(mtmp) / "mnt"
+            mnt.mkdir()
+            result = _cli("mount", str(mnt), "--store", str(store))
+            if result.returncode != 0:
+                raise SystemExit(f"bench_fs: cannot mount the store: {result.stderr.strip()}")
+            try:
+                yield mnt
+            finally:
+                if _cli("umount", str(mnt)).returncode != 0:
+                    subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+
+
+@contextmanager
 def tmpfs_mount(size: str = "512M") -> Iterator[Path]:
     """A private tmpfs when root; otherwise a directory in /dev/shm (tmpfs too)."""
     if os.getuid() != 0:
@@ -89,6 +115,39 @@ def seq_write(d: Path) -> float:
             raise SystemExit(f"bench_fs: short write on {d}")
     os.close(fd)
     return SEQ_BYTES / MIB / (time.perf_counter() - start)
+
+
+def seq_write_fsync(d: Path) -> float:
+    """MiB/s writing SEQ_BYTES with 1 MiB calls into a new file, then fsync and close."""
+    path = d / "seq"
+    path.unlink(missing_ok=True)
+    buf = os.urandom(MIB)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    for _ in range(SEQ_BYTES // MIB):
+        if os.write(fd, buf) != MIB:
+            raise SystemExit(f"bench_fs: short write on {d}")
+    os.fsync(fd)
+    os.close(fd)
+    return SEQ_BYTES / MIB / (time.perf_counter() - start)
+
+
+def store_main(args: argparse.Namespace) -> int:
+    """In memory against a store, sequential write with a final fsync, in one run."""
+    best = {"memory": 0.0, "store": 0.0}
+    with mkwritefs_mount() as memory, store_mount(args.store_dir) as stored:
+        for _ in range(args.repeat):
+            for name, d in (("memory", memory), ("store", stored)):
+                best[name] = max(best[name], seq_write_fsync(d))
+    ratio = best["store"] / best["memory"]
+    if args.json:
+        print(json.dumps({"seq_write_fsync_ratio": ratio, "memory_mib_s": best["memory"],
+                          "store_mib_s": best["store"]}, indent=2))
+        return 0
+    print(f"{'':48} {'memory':>10} {'store':>10} {'ratio':>8}")
+    print(f"{'sequential write + fsync, 1 MiB calls (MiB/s)':48} {best['memory']:10,.0f} "
+          f"{best['store']:10,.0f} {ratio:8.1%}")
+    return 0
 
 
 def seq_read(d: Path, *, cold: bool) -> float:
@@ -180,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (best counts)")
+    parser.add_argument("--store", action="store_true",
+                        help="compare mkwritefs in memory with mkwritefs on a store")
+    parser.add_argument("--store-dir", metavar="DIR",
+                        help="where --store makes its store (default: a temporary directory)")
     args = parser.parse_args(argv)
+    if args.store:
+        return store_main(args)
     with tmpfs_mount() as tmpfs_dir, mkwritefs_mount() as ours_dir:
         figures = measure(ours_dir, tmpfs_dir, repeat=args.repeat)
     ours, tmpfs = figures["mkwritefs"], figures["tmpfs"]
