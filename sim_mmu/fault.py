@@ -45,7 +45,8 @@ arithmetic is too slow for the hot path); ``VmFault(x)`` converts them for calle
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from sim_mmu import pte as P
 from sim_mmu.errors import (
@@ -78,6 +79,7 @@ LOCKED = VmFault.LOCKED.value
 RETRY = VmFault.RETRY.value
 ERROR = OOM | SIGBUS_F | SIGSEGV_F | HWPOISON
 GIVE_UP = ERROR | NOPAGE | RETRY
+RETRY_OR_ERROR = RETRY | ERROR
 
 FL_WRITE = int(FaultFlag.WRITE)
 FL_MKWRITE = int(FaultFlag.MKWRITE)
@@ -137,36 +139,36 @@ def do_anonymous_page(mm: MM, vma: Vma, vpn: int, write: int) -> int:
     return 0
 
 
-async def _do_fault(vmf: VmFaultInfo) -> int:
-    """Call ``->fault``; on success the page is returned locked (``__do_fault``)."""
-    vma = vmf.vma
-    assert vma.file is not None
-    ret = _vm_fault_value(await vma.vm_ops.fault(vmf), "fault")  # type: ignore[union-attr]
+def _fault_done(vmf: VmFaultInfo, result: object) -> int:
+    """Check what ``->fault`` returned (first half of ``__do_fault``).
+
+    On GIVE_UP a page the handler left locked is unlocked.  Otherwise ``vmf.page`` is
+    set; the caller locks it unless the result says LOCKED (``__do_fault`` always hands
+    the page on locked).
+    """
+    if result.__class__ is not VmFault:
+        _vm_fault_value(result, "fault")
+    ret: int = result._value_  # type: ignore[attr-defined]
     if ret & GIVE_UP:
         if ret & LOCKED and vmf.page is not None:
             vmf.page.unlock()
         return ret
-    page = vmf.page
-    if page is None:
+    if vmf.page is None:
         raise RuntimeError("->fault succeeded without setting vmf.page")
-    if not ret & LOCKED:
-        await page.lock()
-        ret |= LOCKED
     return ret
 
 
-def _still_mapped(page: Page, vma: Vma) -> bool:
-    return page.mapping is not None and page.mapping is vma.mapping
-
-
 async def do_read_fault(mm: MM, vma: Vma, address: int, vpn: int, flags: int, task: object) -> int:
-    vmf = VmFaultInfo(vma, address & ~PAGE_MASK, vma.pgoff_of(address), flags, task)
-    ret = await _do_fault(vmf)
+    pgoff = vma.pgoff + ((address - vma.start) >> PAGE_SHIFT)
+    vmf = VmFaultInfo(vma, address & ~PAGE_MASK, pgoff, flags, task)
+    ret = _fault_done(vmf, await vma.vm_ops.fault(vmf))  # type: ignore[union-attr]
     if ret & GIVE_UP:
         return ret
     page = vmf.page
     assert page is not None
-    if not _still_mapped(page, vma):  # truncated under us: refault (SIGBUS if past EOF)
+    if not ret & LOCKED:
+        await page.lock()
+    if page.mapping is not vma.mapping or vma.mapping is None:  # truncated: refault
         page.unlock()
         return NOPAGE
     if vpn not in mm.ptes:  # finish_fault: only if nobody else installed one
@@ -176,12 +178,15 @@ async def do_read_fault(mm: MM, vma: Vma, address: int, vpn: int, flags: int, ta
 
 
 async def do_cow_fault(mm: MM, vma: Vma, address: int, vpn: int, flags: int, task: object) -> int:
-    vmf = VmFaultInfo(vma, address & ~PAGE_MASK, vma.pgoff_of(address), flags, task)
-    ret = await _do_fault(vmf)
+    pgoff = vma.pgoff + ((address - vma.start) >> PAGE_SHIFT)
+    vmf = VmFaultInfo(vma, address & ~PAGE_MASK, pgoff, flags, task)
+    ret = _fault_done(vmf, await vma.vm_ops.fault(vmf))  # type: ignore[union-attr]
     if ret & GIVE_UP:
         return ret
     page = vmf.page
     assert page is not None
+    if not ret & LOCKED:
+        await page.lock()
     copy = P.AnonPage(page.data)
     page.unlock()
     if vpn in mm.ptes:
@@ -196,30 +201,38 @@ async def do_cow_fault(mm: MM, vma: Vma, address: int, vpn: int, flags: int, tas
 async def do_shared_fault(
     mm: MM, vma: Vma, address: int, vpn: int, flags: int, task: object
 ) -> int:
-    pgoff = vma.pgoff_of(address)
+    pgoff = vma.pgoff + ((address - vma.start) >> PAGE_SHIFT)
     vmf = VmFaultInfo(vma, address & ~PAGE_MASK, pgoff, flags, task)
-    ret = await _do_fault(vmf)
+    ret = _fault_done(vmf, await vma.vm_ops.fault(vmf))  # type: ignore[union-attr]
     if ret & GIVE_UP:
         return ret
     page = vmf.page
     assert page is not None
-    assert vma.file is not None
-    hook = page_mkwrite_of(vma.vm_ops) if mm.profile.notify else None
+    if not ret & LOCKED:
+        await page.lock()
+    profile = mm.profile
+    hook = getattr(vma.vm_ops, "page_mkwrite", None) if profile.notify else None
+    if hook is not None and not callable(hook):  # page_mkwrite_of, inlined
+        hook = None
     locked = True
     if hook is not None:
         page.unlock()
         tmp = await do_page_mkwrite(mm, vmf, page, hook)
         if not tmp or tmp & GIVE_UP:
             return tmp
-        locked = mm.profile.page_lock
-    if not _still_mapped(page, vma) or vpn in mm.ptes:
+        locked = profile.page_lock
+    ptes = mm.ptes
+    mapping = vma.mapping
+    if page.mapping is not mapping or mapping is None or vpn in ptes:
         # truncated while the hook slept (2.6.18: truncate_count changed), or another
         # thread installed the PTE first: back out, the access is retried.
         if locked:
             page.unlock()
         return NOPAGE
-    mm.ptes[vpn] = PRESENT | YOUNG | DIRTY | (WRITE if vma.vm_write else 0)
-    await fault_dirty_shared_page(mm, vma, page, hook, locked)
+    ptes[vpn] = PRESENT | YOUNG | DIRTY | (WRITE if vma.vm_write else 0)
+    throttle = fault_dirty_shared_page(mm, vma, page, hook, locked)
+    if throttle is not None:
+        await throttle
     return ret & ~LOCKED
 
 
@@ -234,7 +247,10 @@ async def do_page_mkwrite(mm: MM, vmf: VmFaultInfo, page: Page, hook: PageMkwrit
     c.mkwrite_calls += 1
     vmf.flags |= FL_WRITE | FL_MKWRITE
     vmf.page = page
-    ret = _vm_fault_value(await hook(vmf), "page_mkwrite")
+    result = await hook(vmf)
+    if result.__class__ is not VmFault:
+        _vm_fault_value(result, "page_mkwrite")
+    ret: int = result._value_
     if ret == LOCKED:
         c.mkwrite_ok += 1
         if mm.sim.trace.enabled:
@@ -280,24 +296,43 @@ def _count_mkwrite(mm: MM, ret: int, vmf: VmFaultInfo) -> None:
     mm.sim.trace.record("mkwrite", mm.pid, vmf.address, vmf.pgoff, what)
 
 
-async def fault_dirty_shared_page(
+def fault_dirty_shared_page(
     mm: MM, vma: Vma, page: Page, hook: PageMkwrite | None, locked: bool
-) -> None:
-    """Mark the page dirty, unlock it, throttle (``fault_dirty_shared_page``)."""
+) -> Coroutine[Any, Any, None] | None:
+    """Mark the page dirty, unlock it, throttle (``fault_dirty_shared_page``).
+
+    The throttling may sleep: it is returned as a coroutine for the caller to await
+    (``balance_dirty_pages_ratelimited``, then ``file_update_time`` when there is no
+    hook).  None: nothing can sleep, all was done here.
+    """
     file = vma.file
     assert file is not None
     assert vma.mapping is not None
-    dirtied = mm.profile.dirty_at_fault and vma.mapping.set_page_dirty(page)
+    dirty_at_fault = mm.profile.dirty_at_fault
+    dirtied = dirty_at_fault and vma.mapping.set_page_dirty(page)
     if locked:
         page.unlock()
-    if dirtied or (hook is not None and mm.profile.dirty_at_fault):
+    if dirtied or (hook is not None and dirty_at_fault):
         balance = getattr(file, "balance_dirty_pages_ratelimited", None)
         if balance is not None:
-            await balance()
+            return _balance_then_update(file, balance, hook is None)
     if hook is None:
-        update = getattr(file, "file_update_time", None)
-        if update is not None:
-            update()
+        _file_update_time(file)
+    return None
+
+
+async def _balance_then_update(
+    file: object, balance: Callable[[], Awaitable[None]], update: bool
+) -> None:
+    await balance()
+    if update:
+        _file_update_time(file)
+
+
+def _file_update_time(file: object) -> None:
+    update = getattr(file, "file_update_time", None)
+    if update is not None:
+        update()
 
 
 # -- write-protect faults ---------------------------------------------------------------
@@ -371,7 +406,9 @@ async def wp_page_shared(
             page.unlock()
         return NOPAGE
     mm.ptes[vpn] = bits | YOUNG | DIRTY | (WRITE if vma.vm_write else 0)  # wp_page_reuse
-    await fault_dirty_shared_page(mm, vma, page, hook, locked)
+    throttle = fault_dirty_shared_page(mm, vma, page, hook, locked)
+    if throttle is not None:
+        await throttle
     return WRITE_F
 
 
@@ -399,7 +436,11 @@ async def do_user_addr_fault(
                 return _signal(mm, SigInfo(SIGSEGV, SEGV_ACCERR, address), user)
             ret = await handle_mm_fault(mm, vma, address, flags, task)
         finally:
-            lock.release_read()
+            lock.readers -= 1  # up_read; wake writers only if some wait
+            if lock.waiting_writers and not lock.readers:
+                lock.wake_writers()
+        if not ret & RETRY_OR_ERROR:
+            return None
         if ret & RETRY:
             flags |= FL_TRIED
             continue

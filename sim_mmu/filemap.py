@@ -29,20 +29,24 @@ def size_in_pages(i_size: int) -> int:
 
 async def filemap_fault(vmf: VmFaultInfo) -> VmFault:
     """Find or read page ``vmf.pgoff``; return it locked (kernel ``filemap_fault``)."""
-    file = vmf.vma.file
+    vma = vmf.vma
+    file = vma.file
     assert file is not None
-    mapping = vmf.vma.mapping
+    mapping = vma.mapping
     assert mapping is not None
     pgoff = vmf.pgoff
+    pages = mapping.pages
     while True:
         if pgoff >= (file.i_size + PAGE_MASK) >> PAGE_SHIFT:
             return VmFault.SIGBUS
-        page = mapping.pages.get(pgoff)
+        page = pages.get(pgoff)
         major = False
-        if page is None:
-            page = mapping.add_page(pgoff)
+        if page is None:  # mapping.add_page(pgoff), inlined: we just saw the slot free
+            page = pages[pgoff] = Page(mapping, pgoff)
             major = True
-        if not page.trylock():
+        if not page.locked:  # folio_trylock
+            page.locked = True
+        else:
             await page.lock()
             if page.mapping is not mapping:  # truncated while we slept: look again
                 page.unlock()
@@ -54,7 +58,7 @@ async def filemap_fault(vmf: VmFaultInfo) -> VmFault:
                 page.unlock()
                 return VmFault.SIGBUS
             major = True
-            if pgoff >= size_in_pages(file.i_size) or page.mapping is not mapping:
+            if pgoff >= (file.i_size + PAGE_MASK) >> PAGE_SHIFT or page.mapping is not mapping:
                 page.unlock()  # truncate raced with the read
                 continue
         vmf.page = page

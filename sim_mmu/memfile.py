@@ -40,7 +40,7 @@ class MemAops:
 
     async def readpage(self, page: Page) -> None:
         data = self.inode.store.get(page.index)
-        page.data[:] = data if data is not None else _ZERO
+        page.data[:] = _ZERO if data is None else data
         page.uptodate = True
 
     async def writepage(self, page: Page) -> None:
@@ -78,8 +78,10 @@ class MemVmOpsMkwrite(MemVmOps):
             await trio.sleep(inode.mkwrite_sleep)
         if inode.mkwrite_result is not None:
             return inode.mkwrite_result
-        if not page.trylock():
+        if page.locked:
             await page.lock()
+        else:
+            page.locked = True  # folio_trylock
         if page.mapping is not inode.mapping or page.index >= size_in_pages(inode.size):
             page.unlock()
             return VmFault.NOPAGE

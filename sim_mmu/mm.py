@@ -52,6 +52,7 @@ class MM:
         self.anon: dict[int, P.AnonPage] = {}
         self.vmas: list[Vma] = []
         self._starts: list[int] = []
+        self._last_vma: Vma | None = None  # the kernel's old mm->mmap_cache
         self.mmap_lock = MmapLock()
         self.dead = False
         self.users = 1
@@ -61,11 +62,19 @@ class MM:
 
     # -- lookup ---------------------------------------------------------------------------
     def find_vma(self, addr: int) -> Vma | None:
-        """The VMA containing ``addr``, or None (kernel ``vma_lookup``)."""
+        """The VMA containing ``addr``, or None (kernel ``vma_lookup``).
+
+        The last VMA found is tried first; a VMA removed from the mm has ``mm = None``
+        and a split or merge updates ``start``/``end`` in place, so the check is exact.
+        """
+        vma = self._last_vma
+        if vma is not None and vma.start <= addr < vma.end and vma.mm is self:
+            return vma
         i = bisect.bisect_right(self._starts, addr) - 1
         if i >= 0:
             vma = self.vmas[i]
             if addr < vma.end:
+                self._last_vma = vma
                 return vma
         return None
 

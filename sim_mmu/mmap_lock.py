@@ -31,6 +31,10 @@ class MmapLock:
         if self.readers == 0 and self.waiting_writers:
             self._lot.unpark_all()
 
+    def wake_writers(self) -> None:
+        """The last reader left and writers wait (what ``release_read`` does then)."""
+        self._lot.unpark_all()
+
     async def acquire_write(self) -> None:
         self.waiting_writers += 1
         try:

@@ -57,18 +57,7 @@ class Page:
     buffer heads live); the page cache never looks at it.
     """
 
-    __slots__ = (
-        "_lock_waiters",
-        "_wb_waiters",
-        "data",
-        "dirty",
-        "index",
-        "locked",
-        "mapping",
-        "private",
-        "uptodate",
-        "writeback",
-    )
+    __slots__ = ("data", "dirty", "index", "locked", "mapping", "private", "uptodate", "writeback")
 
     def __init__(
         self, mapping: AddressSpace, index: int, contents: bytes | memoryview | None = None
@@ -87,8 +76,6 @@ class Page:
         self.writeback = False
         self.locked = False
         self.private: object = None
-        self._lock_waiters: trio.lowlevel.ParkingLot | None = None
-        self._wb_waiters: trio.lowlevel.ParkingLot | None = None
 
     def __repr__(self) -> str:
         flags = "".join(
@@ -115,9 +102,7 @@ class Page:
     async def lock(self) -> None:
         """Sleep until the page lock is ours (kernel: ``folio_lock``)."""
         while self.locked:
-            if self._lock_waiters is None:
-                self._lock_waiters = trio.lowlevel.ParkingLot()
-            await self._lock_waiters.park()
+            await _wait_on(_LOCK_WAITERS, self)
         self.locked = True
 
     def unlock(self) -> None:
@@ -125,8 +110,10 @@ class Page:
         if not self.locked:
             raise RuntimeError(f"unlock of unlocked {self!r}")
         self.locked = False
-        if self._lock_waiters is not None and self._lock_waiters:
-            self._lock_waiters.unpark()
+        if _LOCK_WAITERS:
+            lot = _LOCK_WAITERS.get(self)
+            if lot:
+                lot.unpark()
 
     # -- PG_writeback -----------------------------------------------------------------
     def start_writeback(self) -> None:
@@ -147,18 +134,37 @@ class Page:
         self.writeback = False
         mapping = self.mapping
         if mapping is not None:
-            mapping.writeback_tag.discard(self.index)
+            mapping.writeback_tag.pop(self.index, None)
             if mapping.bdi is not None:
                 mapping.bdi.account_writeback_end()
-        if self._wb_waiters is not None:
-            self._wb_waiters.unpark_all()
+        if _WB_WAITERS:
+            lot = _WB_WAITERS.get(self)
+            if lot is not None:
+                lot.unpark_all()
 
     async def wait_writeback(self) -> None:
         """Sleep until the page is not under writeback (``folio_wait_writeback``)."""
         while self.writeback:
-            if self._wb_waiters is None:
-                self._wb_waiters = trio.lowlevel.ParkingLot()
-            await self._wb_waiters.park()
+            await _wait_on(_WB_WAITERS, self)
+
+
+# Sleepers on a page bit live in tables beside the pages, not in every page (kernel:
+# the hashed ``folio_waitqueue``): a page nobody waits on carries no wait queue at all.
+# An entry exists only while someone is parked on it.
+_LOCK_WAITERS: dict[Page, trio.lowlevel.ParkingLot] = {}
+_WB_WAITERS: dict[Page, trio.lowlevel.ParkingLot] = {}
+
+
+async def _wait_on(table: dict[Page, trio.lowlevel.ParkingLot], page: Page) -> None:
+    """Park until woken through ``table[page]`` (PG_locked or PG_writeback cleared)."""
+    lot = table.get(page)
+    if lot is None:
+        lot = table[page] = trio.lowlevel.ParkingLot()
+    try:
+        await lot.park()
+    finally:
+        if not lot and table.get(page) is lot:
+            del table[page]
 
 
 class Mapper(Protocol):
@@ -216,6 +222,26 @@ class ErrSeq:
         return 0, since
 
 
+class PageTag(dict[int, None]):
+    """The page indices carrying one page-cache tag (kernel: an xarray mark such as
+    PAGECACHE_TAG_DIRTY).
+
+    Used as a set of ints (``in``, ``len``, iteration, ``add``, ``discard``), stored as
+    the keys of a dict: about half the memory of a ``set`` at most sizes, since a set
+    keeps its table at most 60 % full and a dict packs its entries.
+    """
+
+    __slots__ = ()
+
+    add = dict.setdefault  # add(index): the value is None
+
+    def discard(self, index: int) -> None:
+        self.pop(index, None)
+
+    def __repr__(self) -> str:
+        return f"PageTag({sorted(self)!r})"
+
+
 class AddressSpace:
     """A file's page cache (kernel: ``struct address_space``).
 
@@ -233,8 +259,8 @@ class AddressSpace:
     def __init__(self, host: object = None) -> None:
         self.host = host
         self.pages: dict[int, Page] = {}
-        self.dirty_tag: set[int] = set()
-        self.writeback_tag: set[int] = set()
+        self.dirty_tag = PageTag()
+        self.writeback_tag = PageTag()
         self.i_mmap: set[Mapper] = set()
         self.wb_err = ErrSeq()
         self.bdi: Bdi | None = None
@@ -299,7 +325,7 @@ class AddressSpace:
         if not page.dirty:
             return False
         page.dirty = False
-        self.dirty_tag.discard(page.index)
+        self.dirty_tag.pop(page.index, None)
         bdi = self.bdi
         if bdi is not None and page.mapping is self:
             if not was_dirty:  # a dirty PTE's store, seen only now (folio_mark_dirty)
@@ -311,7 +337,7 @@ class AddressSpace:
         """Drop the dirty state without writing (truncate; ``folio_cancel_dirty``)."""
         was_dirty = page.dirty and page.mapping is self
         page.dirty = False
-        self.dirty_tag.discard(page.index)
+        self.dirty_tag.pop(page.index, None)
         if was_dirty and self.bdi is not None:
             self.bdi.account_page_cleaned(self, cancelled=True)
 
@@ -346,8 +372,8 @@ class AddressSpace:
         if self.pages.get(page.index) is not page:
             raise KeyError(f"{page!r} is not in {self!r}")
         del self.pages[page.index]
-        self.dirty_tag.discard(page.index)
-        self.writeback_tag.discard(page.index)
+        self.dirty_tag.pop(page.index, None)
+        self.writeback_tag.pop(page.index, None)
         bdi = self.bdi
         if bdi is not None:  # a removed page no longer counts (its I/O is not waited for)
             if page.dirty:

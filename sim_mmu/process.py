@@ -244,8 +244,15 @@ class Process:
                 pos += chunk
                 stuck = 0
                 continue
+            # a fault (``_fault``, inlined: this is the hot path of every first touch)
             stuck += 1
-            if not await self._fault(a, True, stuck):
+            if stuck > _LIVELOCK:
+                raise RuntimeError(f"livelock: {stuck} faults at {a:#x} without progress")
+            self._faults += 1
+            if self._faults & _RESCHED_MASK == 0:  # cond_resched: let other tasks run
+                await trio.lowlevel.checkpoint()
+            info = await do_user_addr_fault(self.mm, a, True, self)
+            if info is not None and not await self._deliver(info):
                 return pos
         return pos
 
@@ -275,22 +282,17 @@ class Process:
                 pos += chunk
                 stuck = 0
                 continue
+            # a fault (``_fault``, inlined)
             stuck += 1
-            if not await self._fault(a, False, stuck):
+            if stuck > _LIVELOCK:
+                raise RuntimeError(f"livelock: {stuck} faults at {a:#x} without progress")
+            self._faults += 1
+            if self._faults & _RESCHED_MASK == 0:  # cond_resched: let other tasks run
+                await trio.lowlevel.checkpoint()
+            info = await do_user_addr_fault(self.mm, a, False, self)
+            if info is not None and not await self._deliver(info):
                 return bytes(out)
         return bytes(out)
-
-    async def _fault(self, addr: int, write: bool, stuck: int) -> bool:
-        """Take a fault; True: re-execute the access, False: abandon it."""
-        if stuck > _LIVELOCK:
-            raise RuntimeError(f"livelock: {stuck} faults at {addr:#x} without progress")
-        self._faults += 1
-        if self._faults & _RESCHED_MASK == 0:  # cond_resched: let other tasks run
-            await trio.lowlevel.checkpoint()
-        info = await do_user_addr_fault(self.mm, addr, write, self)
-        if info is None:
-            return True
-        return await self._deliver(info)
 
     async def _deliver(self, info: SigInfo) -> bool:
         handler = self.handlers.get(info.signo) if info.signo != SIGKILL else None
