@@ -47,9 +47,11 @@ import os
 import sqlite3
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
+
+import trio
 
 from . import mountinfo
 from .directory import Directory
@@ -115,8 +117,8 @@ class Store:
     def commit(self) -> None:
         """Make everything noted so far persistent, atomically (FsError on failure)."""
 
-    def maybe_checkpoint(self) -> None:
-        """Housekeeping at a quiet moment (the flusher's)."""
+    async def commit_async(self, *, checkpoint: bool = False) -> None:
+        """:meth:`commit` while serving (the SQLite work off the serving thread)."""
 
     def close(self) -> None:
         """Let go of the store (after a last commit)."""
@@ -291,24 +293,47 @@ def _failure(exc: sqlite3.Error) -> FsError:
 
 
 def _tracked_inode_class(store: SqliteStore) -> type[Inode]:
-    """An Inode whose persistent attributes note the inode when set."""
-    dirty = store.dirty_inodes
-    xdirty = store.dirty_xattrs
+    """An Inode whose persistent attributes note the inode when set (in the store's
+    current note sets, which a commit's snapshot swaps: class attributes)."""
     persisted = _PERSISTED
     setter = object.__setattr__
 
     class StoredInode(Inode):
         __slots__ = ()
+        note: set[int] = store.dirty_inodes
+        xnote: set[int] = store.dirty_xattrs
 
         def __setattr__(self, name: str, value: object) -> None:
             setter(self, name, value)
             if name in persisted:
-                dirty.add(self.ino)
+                StoredInode.note.add(self.ino)
 
         def xattrs_changed(self) -> None:
-            xdirty.add(self.ino)
+            StoredInode.xnote.add(self.ino)
 
     return StoredInode
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One commit: the notes it takes, and the rows they mean at the snapshot."""
+
+    inodes: set[int]
+    xattrs: set[int]
+    dirents: set[tuple[int, bytes]]
+    blocks: dict[int, set[int]]
+    dropped: set[int]
+    meta_dirty: bool
+    inode_rows: list[tuple[object, ...]] = field(default_factory=list)
+    dirent_put: list[tuple[int, bytes, int, int]] = field(default_factory=list)
+    dirent_del: list[tuple[int, bytes]] = field(default_factory=list)
+    xattr_inos: list[tuple[int]] = field(default_factory=list)
+    xattr_put: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+    block_put: list[tuple[int, int, bytes | None]] = field(default_factory=list)
+    block_del: list[tuple[int, int]] = field(default_factory=list)
+    new_rows: list[tuple[int, int, bool]] = field(default_factory=list)
+    allocated: int = 0
+    meta: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +373,7 @@ class SqliteStore(Store):
         self.rows: dict[int, set[int]] = {}  # the block rows the store holds, per inode
         self.row_count = 0
         self.inode_class = _tracked_inode_class(self)
+        self._commit_lock = trio.Lock()
         self.commits = 0
         self.load_report: LoadReport | None = None
 
@@ -480,52 +506,84 @@ class SqliteStore(Store):
 
     # -- committing ----------------------------------------------------------------------
     def commit(self) -> None:
-        """Write everything noted, as the filesystem holds it now, in one transaction.
+        """Write everything noted, as the filesystem holds it now, in one transaction,
+        on this thread (at mount and unmount; while serving, :meth:`commit_async`).
 
         Raises FsError (ENOSPC: the store's disk is full; EIO otherwise) after rolling
         back; what was noted stays noted, for the next commit."""
-        if self.conn is None or not self.pending:
+        batch = self._snapshot()
+        if batch is None:
             return
+        try:
+            self._apply(batch)
+        except FsError:
+            self._restore(batch)
+            raise
+        self._finish(batch)
+
+    async def commit_async(self, *, checkpoint: bool = False) -> None:
+        """:meth:`commit`, with the SQLite work in a worker thread: the snapshot is taken
+        here, at one instant (pages copied), so the serving loop answers other requests
+        meanwhile.  Commits run one at a time, in the order they were asked for.  With
+        ``checkpoint`` (the flusher's) a WAL grown past WAL_CHECKPOINT_BYTES is folded
+        into the database after the commit, in the same thread."""
+        async with self._commit_lock:
+            batch = self._snapshot()
+            if batch is None:
+                return
+            try:
+                await trio.to_thread.run_sync(self._apply, batch, checkpoint)
+            except FsError:
+                self._restore(batch)
+                raise
+            self._finish(batch)
+
+    def _snapshot(self) -> _Batch | None:
+        """Take what is noted (clearing the notes) and the rows it means, now."""
+        if self.conn is None or not self.pending:
+            return None
         fs = self.fs
         assert fs is not None
+        b = _Batch(self.dirty_inodes, self.dirty_xattrs, self.dirty_dirents,
+                   self.dirty_blocks, self.dropped, self.meta_dirty)
+        self.dirty_inodes = set()
+        self.dirty_xattrs = set()
+        self.dirty_dirents = set()
+        self.dirty_blocks = {}
+        self.dropped = set()
+        self.meta_dirty = False
+        self.inode_class.note = self.dirty_inodes  # type: ignore[attr-defined]
+        self.inode_class.xnote = self.dirty_xattrs  # type: ignore[attr-defined]
         inodes = fs.inodes
-        dropped = self.dropped
-        inode_rows = []
-        for ino in self.dirty_inodes | self.dirty_xattrs | self.dirty_blocks.keys():
+        dropped = b.dropped
+        for ino in b.inodes | b.xattrs | b.blocks.keys():
             inode = inodes.get(ino)
             if inode is None or ino in dropped:
                 continue
             d = inode.dir
-            inode_rows.append((
+            b.inode_rows.append((
                 ino, inode.mode, inode.uid, inode.gid, inode.nlink, inode.rdev,
                 inode.data.size if inode.data is not None else 0,
                 inode.atime_ns, inode.mtime_ns, inode.ctime_ns,
                 inode.target or None, d.parent if d is not None else None,
                 inode.policy.value if inode.policy is not None else None,
             ))
-        dirent_put = []
-        dirent_del = []
-        for parent, name in self.dirty_dirents:
+        for parent, name in b.dirents:
             pinode = inodes.get(parent)
             entry = None
             if pinode is not None and pinode.dir is not None and parent not in dropped:
                 entry = pinode.dir.entries.get(name)
             if entry is None:
-                dirent_del.append((parent, name))
+                b.dirent_del.append((parent, name))
             else:
-                dirent_put.append((parent, name, entry[0], entry[1]))
-        xattr_inos = []
-        xattr_put = []
-        for ino in self.dirty_xattrs:
+                b.dirent_put.append((parent, name, entry[0], entry[1]))
+        for ino in b.xattrs:
             inode = inodes.get(ino)
-            xattr_inos.append((ino,))
+            b.xattr_inos.append((ino,))
             if inode is not None and ino not in dropped:
-                xattr_put.extend((ino, n, v) for n, v in inode.xattrs.items())
-        block_put = []
-        block_del = []
-        new_rows: list[tuple[int, int, bool]] = []
+                b.xattr_put.extend((ino, n, v) for n, v in inode.xattrs.items())
         rows = self.rows
-        for ino, indices in self.dirty_blocks.items():
+        for ino, indices in b.blocks.items():
             inode = inodes.get(ino)
             if inode is None or inode.data is None or ino in dropped:
                 continue
@@ -535,18 +593,24 @@ class SqliteStore(Store):
             have = rows.get(ino, ())
             for idx in indices:
                 if idx in allocated:
-                    page = pages.get(idx)
-                    block_put.append((ino, idx, page.data if page is not None else None))
+                    page = pages.get(idx)  # a copy: the page may change while SQLite works
+                    b.block_put.append((ino, idx, bytes(page.data) if page is not None else None))
                     if idx not in have:
-                        new_rows.append((ino, idx, True))
+                        b.new_rows.append((ino, idx, True))
                 elif idx in have:
-                    block_del.append((ino, idx))
-                    new_rows.append((ino, idx, False))
+                    b.block_del.append((ino, idx))
+                    b.new_rows.append((ino, idx, False))
         dropped_rows = sum(len(rows.get(ino, ())) for ino in dropped)
-        allocated = (self.row_count - dropped_rows
-                     + sum(1 if add else -1 for _, _, add in new_rows))
-        gone = [(ino,) for ino in dropped]
+        b.allocated = (self.row_count - dropped_rows
+                       + sum(1 if add else -1 for _, _, add in b.new_rows))
+        b.meta = [("allocated_blocks", b.allocated), ("next_ino", fs._next_ino),
+                  ("capacity_blocks", fs.space.capacity)]
+        return b
+
+    def _apply(self, b: _Batch, checkpoint: bool = False) -> None:
+        """The SQL of one batch, in one transaction (any thread; one commit at a time)."""
         conn = self.conn
+        gone = [(ino,) for ino in b.dropped]
         try:
             conn.execute("BEGIN IMMEDIATE")
             if gone:
@@ -554,26 +618,23 @@ class SqliteStore(Store):
                 conn.executemany("DELETE FROM blocks WHERE ino = ?", gone)
                 conn.executemany("DELETE FROM xattrs WHERE ino = ?", gone)
                 conn.executemany("DELETE FROM dirents WHERE parent = ?", gone)
-            if inode_rows:
+            if b.inode_rows:
                 conn.executemany(
                     "INSERT OR REPLACE INTO inodes VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    inode_rows)
-            if dirent_del:
-                conn.executemany("DELETE FROM dirents WHERE parent = ? AND name = ?", dirent_del)
-            if dirent_put:
-                conn.executemany("INSERT OR REPLACE INTO dirents VALUES(?,?,?,?)", dirent_put)
-            if xattr_inos:
-                conn.executemany("DELETE FROM xattrs WHERE ino = ?", xattr_inos)
-                conn.executemany("INSERT INTO xattrs VALUES(?,?,?)", xattr_put)
-            if block_del:
-                conn.executemany("DELETE FROM blocks WHERE ino = ? AND idx = ?", block_del)
-            if block_put:
-                conn.executemany("INSERT OR REPLACE INTO blocks VALUES(?,?,?)", block_put)
-            conn.executemany(
-                "INSERT OR REPLACE INTO meta VALUES(?, ?)",
-                [("allocated_blocks", allocated), ("next_ino", fs._next_ino),
-                 ("capacity_blocks", fs.space.capacity)],
-            )
+                    b.inode_rows)
+            if b.dirent_del:
+                conn.executemany("DELETE FROM dirents WHERE parent = ? AND name = ?",
+                                 b.dirent_del)
+            if b.dirent_put:
+                conn.executemany("INSERT OR REPLACE INTO dirents VALUES(?,?,?,?)", b.dirent_put)
+            if b.xattr_inos:
+                conn.executemany("DELETE FROM xattrs WHERE ino = ?", b.xattr_inos)
+                conn.executemany("INSERT INTO xattrs VALUES(?,?,?)", b.xattr_put)
+            if b.block_del:
+                conn.executemany("DELETE FROM blocks WHERE ino = ? AND idx = ?", b.block_del)
+            if b.block_put:
+                conn.executemany("INSERT OR REPLACE INTO blocks VALUES(?,?,?)", b.block_put)
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES(?, ?)", b.meta)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
@@ -581,24 +642,33 @@ class SqliteStore(Store):
             except sqlite3.Error:
                 pass
             raise _failure(exc) from None
-        for ino in dropped:
+        if checkpoint:
+            self._checkpoint()
+
+    def _finish(self, b: _Batch) -> None:
+        rows = self.rows
+        for ino in b.dropped:
             rows.pop(ino, None)
-        for ino, idx, add in new_rows:
+        for ino, idx, add in b.new_rows:
             if add:
                 rows.setdefault(ino, set()).add(idx)
             else:
                 rows[ino].discard(idx)
-        self.row_count = allocated
-        self.capacity_blocks = fs.space.capacity
-        self.dirty_inodes.clear()
-        self.dirty_xattrs.clear()
-        self.dirty_dirents.clear()
-        self.dirty_blocks.clear()
-        dropped.clear()
-        self.meta_dirty = False
+        self.row_count = b.allocated
+        self.capacity_blocks = b.meta[2][1]
         self.commits += 1
 
-    def maybe_checkpoint(self) -> None:
+    def _restore(self, b: _Batch) -> None:
+        """A failed batch: note again everything it held (the next commit retries)."""
+        self.dirty_inodes |= b.inodes
+        self.dirty_xattrs |= b.xattrs
+        self.dirty_dirents |= b.dirents
+        for ino, indices in b.blocks.items():
+            self.dirty_blocks.setdefault(ino, set()).update(indices)
+        self.dropped |= b.dropped
+        self.meta_dirty = self.meta_dirty or b.meta_dirty
+
+    def _checkpoint(self) -> None:
         """Fold a big WAL back into the database (a PASSIVE checkpoint never waits)."""
         try:
             if os.path.getsize(self.path + "-wal") >= WAL_CHECKPOINT_BYTES:
