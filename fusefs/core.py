@@ -611,6 +611,14 @@ class Filesystem:
         for name, ino, cookie in d.entries_after(start_id):
             yield name, self.inodes[ino].attr(), cookie
 
+    async def fsyncdir(self, fh: int) -> None:
+        """fsync of a directory: its entries (and every other change so far) committed
+        to the store before it returns (a rename made durable: rename, then fsync the
+        directory).  Memory only: nothing to do."""
+        if fh not in self._dirs:
+            raise FsError(errno.EBADF)
+        await self.store.commit_async()
+
     def releasedir(self, fh: int) -> None:
         inode = self._dirs.pop(fh, None)
         if inode is None:

@@ -375,6 +375,10 @@ class Operations(pyfuse3.Operations):
         self.fs.releasedir(fh)
 
     @_boundary
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        await self.fs.fsyncdir(fh)
+
+    @_boundary
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         st = self.fs.statfs()
         data = pyfuse3.StatvfsData()

@@ -120,3 +120,23 @@ def test_second_open_is_refused(tmp_path: Path) -> None:
         SqliteStore(str(path))
     crash(fs)
     SqliteStore(str(path)).close()
+
+
+async def test_fsync_of_a_directory_commits_a_rename(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    fs = new(path)
+    fh, attr = fs.create(1, b"tmp", 0o644, os.O_RDWR, ROOT)
+    await fs.write(fh, 0, b"new contents")
+    await fs.fsync(fh, False)
+    await fs.rename(1, b"tmp", 1, b"final", 0, ROOT)
+    dh = fs.opendir(1, ROOT)
+    await fs.fsyncdir(dh)
+    crash(fs)
+    fs = new(path)
+    ino = fs.lookup(1, b"final", ROOT).ino
+    fh = fs.open(ino, os.O_RDONLY, ROOT)
+    assert fs.read(fh, 0, 100) == b"new contents"
+    with pytest.raises(FsError):
+        fs.lookup(1, b"tmp", ROOT)
+    await fs.release(fh)
+    await fs.close()
