@@ -25,19 +25,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from fusefs import mountinfo
 from fusefs.cli import main
 from fusefs.policy import Policy
-from tests.mount.conftest import Server, start_server, stop_server
+from tests.mount.conftest import Server
+
+from .conftest import fuzz, serve_module
 
 SETTINGS = ("policy", "capacity_blocks", "writeback_interval", "dirty_expire",
             "writeback_latency", "inject_writeback_error")  # fmt: skip
 PREFIX = "user.mkwritefs."
-FUZZ = settings(max_examples=80, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+FUZZ = fuzz(80)
 MAX_SIZE = 2**63 - 1
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 # What a user may type: no NUL (argv cannot carry one); lone surrogates are argv bytes
@@ -153,10 +154,8 @@ def test_bad_command_lines(argv: list[str], busy_dir: Path) -> None:
 
 def test_bad_bytes_in_argv_from_a_shell(busy_dir: Path) -> None:
     """argv as bytes that are not UTF-8, in a subprocess: still one line, exit 2."""
-    for argv in ([b"mount", os.fsencode(busy_dir), b"--size", b"\xff1M"],
-                 [b"mount", os.fsencode(busy_dir), b"--policy", b"\xfe\xff"],
-                 [b"stat", os.fsencode(busy_dir) + b"/\xff"],
-                 [b"umount", b"/tmp/\xff\xfe"]):  # fmt: skip
+    for argv in ([b"mount", os.fsencode(busy_dir), b"--size", b"1M", b"--policy", b"\xfe\xff"],
+                 [b"stat", os.fsencode(busy_dir) + b"/\xff"]):  # fmt: skip
         result = subprocess.run([sys.executable.encode(), b"-m", b"fusefs.cli", *argv],
                                 capture_output=True, timeout=60, check=False)  # fmt: skip
         assert (result.returncode, result.stdout) == (2, b""), result.stderr
@@ -169,16 +168,11 @@ def test_bad_bytes_in_argv_from_a_shell(busy_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    mountpoint = tmp_path_factory.mktemp("set") / "mnt"
-    mountpoint.mkdir()
-    server = start_server(str(mountpoint), size="1M")
-    try:
-        with open(mountpoint / "data", "wb") as f:  # 16 blocks in use: capacity >= 16
+    for server in serve_module(tmp_path_factory, "set"):
+        with open(os.path.join(server.mountpoint, "data"), "wb") as f:  # 16 blocks in use
             f.write(b"d" * 16 * 4096)
             os.fsync(f.fileno())
         yield server
-    finally:
-        stop_server(server)
 
 
 def read_settings(mnt: str) -> dict[str, bytes]:
@@ -218,10 +212,11 @@ def test_set_rejects_bad_settings_and_changes_nothing(
     try:
         if code == 0:
             after = read_settings(mnt)
-            for key, value in pairs:
-                assert _reads_back(key.strip(), value, after[key.strip()]), (key, value, after)
+            last = {key.strip(): value for key, value in pairs}  # set in order: the last wins
+            for key, value in last.items():
+                assert _reads_back(key, value, after[key]), (key, value, after)
         else:
-            one_line_error((code, out, err), "set")
+            one_line_error((code, out, err), "")  # ours, or argparse's for a KEY like "-x"
             # Only the settings named before the bad one may have changed (and it says so).
             if "already set" not in err:
                 assert read_settings(mnt) == before, err

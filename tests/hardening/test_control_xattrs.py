@@ -22,13 +22,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from fusefs import introspect
 from fusefs.core import Filesystem  # noqa: F401 - registers the dirty model's names
-from tests.mount.conftest import Server, start_server, stop_server
+from tests.mount.conftest import Server
 from tests.mount.support import getxattr_into, raises_errno
+
+from .conftest import fuzz, serve_module
 
 pytestmark = pytest.mark.mount
 
@@ -40,21 +42,16 @@ FILE_NAMES = sorted(introspect._FILE)
 # Settings whose valid values the test may set and put back exactly.
 SIMPLE = [b"policy", b"capacity_blocks", b"writeback_interval", b"dirty_expire",
           b"writeback_latency", b"inject_writeback_error"]  # fmt: skip
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+FUZZ = fuzz(150)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    mountpoint = tmp_path_factory.mktemp("xattrs") / "mnt"
-    mountpoint.mkdir()
-    server = start_server(str(mountpoint), size="1M")
-    try:
-        (mountpoint / "file").write_bytes(b"f" * 5000)
-        (mountpoint / "dir").mkdir()
+    for server in serve_module(tmp_path_factory, "xattrs"):
+        with open(os.path.join(server.mountpoint, "file"), "wb") as f:
+            f.write(b"f" * 5000)
+        os.mkdir(os.path.join(server.mountpoint, "dir"))
         yield server
-    finally:
-        stop_server(server)
 
 
 def snapshot(mnt: str) -> dict[bytes, bytes | int]:

@@ -36,6 +36,8 @@ from fusefs.core import ROOT_INO, Ctx, Filesystem, FsError
 from tests.mount.conftest import Server, start_server, stop_server
 from tests.mount.support import BLOCK, cli, raises_errno, wait_until
 
+from .conftest import check_no_bug_logged, serve_module
+
 pytestmark = pytest.mark.mount
 PREFIX = "user.mkwritefs."
 WATCHDOG = 60  # seconds: a child that has not finished by then is hung (not a timing check)
@@ -43,13 +45,7 @@ WATCHDOG = 60  # seconds: a child that has not finished by then is hung (not a t
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    mountpoint = tmp_path_factory.mktemp("faults") / "mnt"
-    mountpoint.mkdir()
-    server = start_server(str(mountpoint), size="4M")
-    try:
-        yield server
-    finally:
-        stop_server(server)
+    yield from serve_module(tmp_path_factory, "faults", size="4M")
 
 
 HEALTHY = {"inject_writeback_error": "none", "writeback_latency": "0",
@@ -320,6 +316,7 @@ def test_server_killed_mid_request_umount_clears_it(tmp_path: Path) -> None:
         Path(mnt, "new").write_bytes(b"works")
         assert Path(mnt, "new").read_bytes() == b"works"
         assert figure(mnt, "writeback_latency") == 0
+        check_no_bug_logged(again)
     finally:
         stop_server(again)
     assert mountinfo.find(mnt) is None
@@ -338,6 +335,7 @@ def _kill_mid_request(server: Server, mnt: str, waiter: subprocess.Popen[str]) -
         assert bystander.stdout.strip() == "['f']"
         assert waiter.poll() is None  # still waiting for its fsync
 
+        check_no_bug_logged(server)
         os.kill(server.proc.pid, signal.SIGKILL)  # the server dies with the FSYNC in it
         server.proc.wait(timeout=WATCHDOG)
         answer = int(waiter.stdout.readline())

@@ -23,16 +23,17 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from fusefs.core import ROOT_INO, Ctx, Filesystem, FsError
-from tests.mount.conftest import Server, start_server, stop_server
+from tests.mount.conftest import Server
 from tests.mount.support import raises_errno, wait_until
 
+from .conftest import fuzz, serve_module
+
 CTX = Ctx(uid=0, gid=0, pid=1)
-FUZZ = settings(max_examples=100, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+FUZZ = fuzz(100)
 NAMES = st.one_of(
     st.binary(max_size=300),
     st.binary(min_size=250, max_size=260),
@@ -142,14 +143,10 @@ def test_core_takes_any_other_bytes_as_a_name(fs: Filesystem, name: bytes) -> No
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    mountpoint = tmp_path_factory.mktemp("names") / "mnt"
-    mountpoint.mkdir()
-    server = start_server(str(mountpoint), size="1M")
-    try:
-        (mountpoint / "file").write_bytes(b"data")
+    for server in serve_module(tmp_path_factory, "names"):
+        with open(os.path.join(server.mountpoint, "file"), "wb") as f:
+            f.write(b"data")
         yield server
-    finally:
-        stop_server(server)
 
 
 def mount_state(mnt: bytes) -> tuple[Any, ...]:
