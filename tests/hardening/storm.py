@@ -21,6 +21,7 @@ counters, and every simulated store reads back through the mount.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ import trio
 
 from fusefs.core import Filesystem
 from fusefs.mount import Mount, serving
-from sim_mmu import MapFlags, Process, Prot, Simulation
+from sim_mmu import MapFlags, Process, Prot, SimError, Simulation
 
 from . import workers
 
@@ -52,8 +53,9 @@ async def _thread(*args: Any) -> dict[str, int]:
     return await trio.to_thread.run_sync(workers.fs_worker, *args, abandon_on_cancel=True)
 
 
-async def _sim(fs: Filesystem, proc: Process, addr: int, first: int, rounds: int) -> dict[str, int]:
-    counts = {"sim_stores": 0, "sim_bytes_verified": 0}
+async def _sim(fs: Filesystem, proc: Process, addr: int, first: int, rounds: int,
+               faults: int) -> dict[str, int]:  # fmt: skip
+    counts = {"sim_stores": 0, "sim_bytes_verified": 0, "sim_msync_eio": 0}
     for r in range(rounds):
         for p in range(first, first + PER):
             data = f"sim {first} r{r} p{p}".encode()
@@ -62,7 +64,12 @@ async def _sim(fs: Filesystem, proc: Process, addr: int, first: int, rounds: int
             counts["sim_stores"] += 1
             counts["sim_bytes_verified"] += len(data)
         if r % 4 == 3:
-            await proc.msync(addr + first * PAGE, PER * PAGE)
+            try:
+                await proc.msync(addr + first * PAGE, PER * PAGE)
+            except SimError as exc:  # only from a failing disk
+                if not (faults and exc.errno == errno.EIO):
+                    raise
+                counts["sim_msync_eio"] += 1
         fs.notify_mapped_stores()  # tell the kernel's cache, as a store loop would
         await trio.sleep(0.001)
     return counts
@@ -73,6 +80,16 @@ async def _checker(fs: Filesystem, stop: trio.Event, counts: dict[str, int]) -> 
         fs.check()
         counts["fsck_runs"] += 1
         await trio.sleep(0.002)
+
+
+async def _failing_disk(fs: Filesystem, stop: trio.Event) -> None:
+    """A slow disk that fails a page write of every file every few milliseconds."""
+    fs.set_writeback_latency(0.002)
+    while not stop.is_set():
+        fs.inject_writeback_error(errno.EIO, 1)
+        await trio.sleep(0.01)
+    fs.inject_writeback_error(0, 0)
+    fs.set_writeback_latency(0)
 
 
 def _figures(mnt: str) -> dict[str, int]:
@@ -118,25 +135,33 @@ async def _storm(mountpoint: str, plan: dict[str, int]) -> dict[str, int]:
         with trio.fail_after(plan["watchdog"]):  # real time: a deadlock fails here
             async with trio.open_nursery() as outer:
                 outer.start_soon(_checker, fs, stop, totals)
+                faults = plan.get("faults", 0)
+                if faults:
+                    outer.start_soon(_failing_disk, fs, stop)
                 async with trio.open_nursery() as n:
                     seed = plan["seed"]
                     for i in range(plan["procs"]):
                         n.start_soon(collect, _real, "fs", mountpoint, f"p{i}", seed + i,
-                                     plan["ops"])  # fmt: skip
+                                     plan["ops"], faults)  # fmt: skip
                     for i in range(mmappers):
                         first = (sims + i) * PER  # real mappers' pages follow the sims'
                         n.start_soon(collect, _real, "mmap", m.path("mapped"), first, PER,
-                                     seed + 100 + i, plan["rounds"])  # fmt: skip
+                                     seed + 100 + i, plan["rounds"], faults)  # fmt: skip
                     for i in range(plan["threads"]):
                         n.start_soon(collect, _thread, mountpoint, f"t{i}", seed + 200 + i,
-                                     plan["ops"])  # fmt: skip
+                                     plan["ops"], faults)  # fmt: skip
                     for i, (proc, addr) in enumerate(mapped):
-                        n.start_soon(collect, _sim, fs, proc, addr, i * PER, plan["rounds"])
+                        n.start_soon(collect, _sim, fs, proc, addr, i * PER, plan["rounds"],
+                                     faults)  # fmt: skip
                 stop.set()
         await _quiescent_checks(fs, m, mapped, plan["rounds"])
         for proc, _ in mapped:
             await proc.exit()
-        await file.close()
+        try:
+            await file.close()
+        except SimError as exc:  # the simulated close reports a failing disk's error left
+            if not (plan.get("faults") and exc.errno == errno.EIO):
+                raise
     fs.check()
     for result in results:
         for key, value in result.items():

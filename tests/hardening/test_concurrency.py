@@ -2,10 +2,11 @@
 file inside the server: no deadlock, no wrong byte, fsck clean throughout.
 
 The storm itself is in `storm.py` (it runs in a child process that serves the mount, as
-the session tests do); this module chooses its size. The normal run is a short storm on
-a small filesystem (ENOSPC likely for the writers, a clean errno); `--long` runs bigger
-ones with several seeds. A hang fails twice over: the storm's own watchdog
-(`trio.fail_after` on real time) and the harness's limit on the child.
+the session tests do); this module chooses its size, and whether the disk is slow and
+fails now and then (EIO must then reach fsync and msync callers, and no other call). The
+normal run is a short storm on a small filesystem (ENOSPC likely for the writers, a clean
+errno); `--long` runs bigger ones with several seeds. A hang fails twice over: the storm's
+own watchdog (`trio.fail_after` on real time) and the harness's limit on the child.
 """
 
 from __future__ import annotations
@@ -50,10 +51,33 @@ def _check(totals: dict[str, Any], plan: dict[str, int]) -> None:
     assert totals["sim_stores"] == plan["sims"] * plan["rounds"] * 4
     assert totals["bytes_verified"] > 0
     assert totals["fsck_runs"] > 0  # the checker ran while the others worked
+    eio = totals["fsync_eio"] + totals["msync_eio"] + totals["sim_msync_eio"]
+    if plan.get("faults"):  # the failing disk reached callers, at fsync/msync only
+        assert eio > 0
+    else:
+        assert eio == 0
 
 
 def test_storm_on_a_small_filesystem(run_storm: Callable[[dict[str, int]], dict[str, int]]) -> None:
     _check(run_storm(SHORT), SHORT)
+
+
+def test_storm_with_a_slow_failing_disk(
+    run_storm: Callable[[dict[str, int]], dict[str, int]],
+) -> None:
+    """Every 10 ms the next page write of every file fails (EIO), each batch of writeback
+    takes 2 ms: EIO reaches fsync and msync callers and nothing else, no byte is wrong."""
+    plan = {**SHORT, "seed": 7, "faults": 1}
+    _check(run_storm(plan), plan)
+
+
+@pytest.mark.long
+def test_long_storm_with_a_slow_failing_disk(
+    run_storm: Callable[[dict[str, int]], dict[str, int]],
+) -> None:
+    plan = {**SHORT, "capacity": 2048, "procs": 5, "threads": 4, "ops": 1500, "rounds": 100,
+            "seed": 11, "faults": 1, "watchdog": 100}  # fmt: skip
+    _check(run_storm(plan), plan)
 
 
 @pytest.mark.long

@@ -28,14 +28,16 @@ PAGE = 4096
 CLEAN = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOSPC}
 
 
-def fs_worker(root: str, ident: str, seed: int, ops: int) -> dict[str, int]:
+def fs_worker(root: str, ident: str, seed: int, ops: int, faults: int = 0) -> dict[str, int]:
+    """`faults`: the disk fails writes now and then, so fsync may answer EIO (counted);
+    no other call may."""
     rnd = random.Random(seed)
     mine = os.path.join(root, f"w-{ident}")
     shared = os.path.join(root, "shared-dir")
     os.makedirs(shared, exist_ok=True)
     os.mkdir(mine)
     files: dict[str, bytes] = {}  # my files (in `mine`) and what they hold
-    counts = {"ops": 0, "clean_errors": 0, "bytes_verified": 0}
+    counts = {"ops": 0, "clean_errors": 0, "bytes_verified": 0, "fsync_eio": 0}
 
     def new_name() -> str:
         return f"{ident}-{rnd.randrange(1 << 30)}"
@@ -52,7 +54,12 @@ def fs_worker(root: str, ident: str, seed: int, ops: int) -> dict[str, int]:
             try:
                 written = os.pwrite(fd, data, offset)
                 if rnd.random() < 0.2:
-                    os.fsync(fd)
+                    try:
+                        os.fsync(fd)
+                    except OSError as exc:  # the data stays written (and readable)
+                        if not (faults and exc.errno == errno.EIO):
+                            raise
+                        counts["fsync_eio"] += 1
             finally:
                 os.close(fd)
             new = old.ljust(offset, b"\0")[:offset] + data[:written] + old[offset + written:]
@@ -128,9 +135,10 @@ def fs_worker(root: str, ident: str, seed: int, ops: int) -> dict[str, int]:
     return counts
 
 
-def mmap_worker(path: str, first_page: int, pages: int, seed: int, rounds: int) -> dict[str, int]:
+def mmap_worker(path: str, first_page: int, pages: int, seed: int, rounds: int,
+                faults: int = 0) -> dict[str, int]:  # fmt: skip
     rnd = random.Random(seed)
-    counts = {"stores": 0, "msyncs": 0, "bytes_verified": 0}
+    counts = {"stores": 0, "msyncs": 0, "bytes_verified": 0, "msync_eio": 0}
     fd = os.open(path, os.O_RDWR)
     try:
         size = os.fstat(fd).st_size
@@ -143,7 +151,12 @@ def mmap_worker(path: str, first_page: int, pages: int, seed: int, rounds: int) 
                     m[p * PAGE : p * PAGE + len(data)] = data
                     last[p] = data
                     counts["stores"] += 1
-                m.flush()  # msync(MS_SYNC): through the server, never EIO here
+                try:
+                    m.flush()  # msync(MS_SYNC): through the server
+                except OSError as exc:  # only from a failing disk
+                    if not (faults and exc.errno == errno.EIO):
+                        raise
+                    counts["msync_eio"] += 1
                 counts["msyncs"] += 1
                 for p, data in last.items():
                     assert os.pread(fd, len(data), p * PAGE) == data, (p, data)
@@ -158,7 +171,7 @@ def mmap_worker(path: str, first_page: int, pages: int, seed: int, rounds: int) 
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
     if kind == "fs":
-        result = fs_worker(args[0], args[1], int(args[2]), int(args[3]))
+        result = fs_worker(args[0], args[1], *map(int, args[2:]))
     else:
-        result = mmap_worker(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]))
+        result = mmap_worker(args[0], *map(int, args[1:]))
     print(json.dumps(result))
