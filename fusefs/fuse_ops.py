@@ -340,6 +340,18 @@ class Operations(pyfuse3.Operations):
         return await self.fs.write(fh, off, buf)
 
     @_boundary
+    async def writepage(self, fh: int, off: int, buf: bytes) -> int:
+        # Writeback of the kernel's page cache (FUSE_WRITE_CACHE: a shared mapping's
+        # pages). The kernel ignores a writeback reply's count (fuse_writepage_end sees
+        # only the error), so a short count would lose the rest silently and msync would
+        # say 0: a WRITE that does not wholly fit answers ENOSPC, which msync reports.
+        # Called by our patched pyfuse3 (patches/pyfuse3-3.5.0-writepage.patch).
+        written = await self.fs.write(fh, off, buf)
+        if written < len(buf):
+            raise pyfuse3.FUSEError(errno.ENOSPC)
+        return written
+
+    @_boundary
     async def flush(self, fh: int) -> None:
         await self.fs.flush(fh)
 
