@@ -56,6 +56,8 @@ REFUSING = ("reserve", "reserve-cow", "shmem")  # refuse a store that needs a bl
 NOT_REFUSING = tuple(p for p in ALL if p not in REFUSING)
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "-"})()
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scripts" / "scenarios"
+MAX_CAPACITY = 2**51  # blocks: 2^63 bytes, as a mount's --size
+MAX_FILE_SIZE = 1 << 30  # bytes of one file of a story (held in memory, read back whole)
 
 __all__ = [
     "ALL", "HOOKED", "NOT_REFUSING", "PAGE", "REFUSING",
@@ -202,6 +204,11 @@ def _file(path: str | Handle) -> str:
     return p
 
 
+def _is_count(value: Any) -> bool:
+    """A whole number, at least 0 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _is_number(value: Any) -> bool:
     """An int or a finite float (not a bool, not a string)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value \
@@ -244,8 +251,8 @@ def setup(
             _fail(f"{key} must be a number of seconds, at least 0, not {value!r}")
     if fs_options.get("writeback_interval") == 0:
         _fail("writeback_interval must be more than 0 seconds")
-    if not (isinstance(capacity, int) and not isinstance(capacity, bool) and capacity >= 0):
-        _fail(f"capacity must be a whole number of blocks, at least 0, not {capacity!r}")
+    if not _is_count(capacity) or capacity > MAX_CAPACITY:  # statfs counts blocks in a u64
+        _fail(f"capacity must be a whole number of blocks, 0 to 2**51, not {capacity!r}")
     if not _policies(policies):
         _fail("policies=() names no policy to tell the story under")
     b.setup_done = True
@@ -257,11 +264,14 @@ def setup(
 def create(path: str, *, pages: int = 0, size: int | None = None) -> Handle:
     """A file of ``pages`` hole pages (or ``size`` bytes), opened read-write."""
     b = _builder()
-    if not path.startswith("/") or path in b.files:
+    if not isinstance(path, str) or not path.startswith("/") or path in b.files:
         _fail(f"bad or duplicate file path {path!r}")
+    nbytes = size if size is not None else pages * PAGE if _is_count(pages) else -1
+    if not _is_count(nbytes) or nbytes > MAX_FILE_SIZE:  # the runner reads every file back
+        _fail(f"a file is 0 to {MAX_FILE_SIZE} bytes: pages={pages!r}, size={size!r}")
     b.files.add(path)
     b.ids += 1
-    _add("create", path=path, size=size if size is not None else pages * PAGE, id=b.ids)
+    _add("create", path=path, size=nbytes, id=b.ids)
     return Handle(b.ids, path)
 
 

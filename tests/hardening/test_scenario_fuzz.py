@@ -195,6 +195,10 @@ def test_raw_bytes_load_or_fail_in_one_line(junk: bytes, head: bytes) -> None:
          ":3: writeback_latency"),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(policies=())\n', ":3: policies"),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(policies=5)\n', ":3: policies"),
+        (b'"""s"""\nfrom fusefs.scenario import *\nsetup(capacity=10**30)\n', ":3: capacity"),
+        (b'"""s"""\nfrom fusefs.scenario import *\ncreate("/f", size=2**40)\n', ":3: a file"),
+        (b'"""s"""\nfrom fusefs.scenario import *\ncreate("/f", pages=-1)\n', ":3: a file"),
+        (b'"""s"""\nfrom fusefs.scenario import *\ncreate(5)\n', ":3: bad or duplicate"),
         (b"", ":1: a scenario starts with a docstring"),
     ],
 )
