@@ -203,12 +203,15 @@ def fio(directory: str, *, name: str, engine: str, rw: str, size: str, numjobs: 
                 f.truncate(nbytes)
     with tempfile.TemporaryDirectory(prefix="mkwritefs-fio-") as scratch:
         report = os.path.join(scratch, "fio.json")
-        cmd = ["fio", f"--name={name}", f"--directory={directory}", f"--ioengine={engine}",
-               f"--rw={rw}", f"--bs={bs}", f"--size={size}", f"--numjobs={numjobs}",
-               "--direct=0", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
-               "--verify_state_save=0", "--randrepeat=1", "--output-format=json"]
+        # global options, then one job per file: the report names each job's file
+        cmd = ["fio", f"--directory={directory}", f"--ioengine={engine}", f"--rw={rw}",
+               f"--bs={bs}", f"--size={size}", "--direct=0", "--verify=crc32c",
+               "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
+               "--randrepeat=1", "--output-format=json"]
         if fsync:
             cmd.append(f"--fsync={fsync}")
+        for job in range(numjobs):
+            cmd += [f"--name={name}.{job}", f"--filename={name}.{job}.0"]
         ran = run_tool([*cmd, f"--output={report}"], timeout=timeout, cwd=scratch)
         text = Path(report).read_text(errors="replace") if os.path.exists(report) else ""
         if ran.returncode == 0 and rw not in ("read", "randread"):
@@ -245,7 +248,7 @@ def fio(directory: str, *, name: str, engine: str, rw: str, size: str, numjobs: 
         for job in jobs:
             if job["error"] not in (0, errno.ENOSPC):
                 continue
-            path = os.path.join(directory, f"{name}.{jobs.index(job)}.0")
+            path = os.path.join(directory, f"{job['jobname']}.0")
             out.merge(_fio_verify_prefix(path, job, bs=bs, batch=batch, timeout=timeout))
     return out
 
@@ -286,8 +289,9 @@ def _fio_verify_prefix(path: str, job: dict, *, bs: str, batch: int, timeout: fl
         return out
     block = _parse_bytes(bs)
     written = job["write"]["io_bytes"]
-    if batch:  # the batch whose msync failed is not acknowledged, nor anything after
-        acked = max(0, (written // batch) - (1 if job["error"] else 0)) * batch
+    if batch:  # the batches whose msync returned 0, in order; none after a failed one
+        synced = job.get("sync", {}).get("lat_ns", {}).get("N", 0)
+        acked = min(synced, written // batch) * batch
     else:
         acked = min(os.path.getsize(path), written) // block * block
     if acked == 0:
