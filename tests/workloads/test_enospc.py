@@ -68,7 +68,7 @@ def big_repo(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_enospc_under_load_then_work_goes_on(mount_factory, big_repo: str,
                                              small_repo: str) -> None:
     server = mount_factory(size="4M")
-    total = _run_all(server, big_repo, capacity=4 << 20, size="4M", numjobs=2, seconds=2,
+    total = _run_all(server, big_repo, capacity=4 << 20, size="4M", numjobs=2, seconds=1,
                      scale=1.0)
     assert total.errors["ENOSPC"] >= 6, str(total)  # every workload met a full mount
     assert total.bytes_verified > 0, str(total)

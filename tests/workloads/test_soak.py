@@ -42,7 +42,7 @@ def test_bad_arguments_are_refused_with_one_line(args: tuple[str, ...], says: st
 
 def test_a_short_soak_runs_reports_and_unmounts() -> None:
     before = _soak_mounts()
-    ran = _soak("--duration", "2", "--size", "16M", "--seed", "3", "--json")
+    ran = _soak("--duration", "1", "--size", "16M", "--seed", "3", "--json")
     summary = json.loads(ran.stdout)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert summary["ok"] is True
