@@ -206,3 +206,101 @@ async def test_trace_exports_jsonl_and_chrome_trace() -> None:
     assert [e["name"] for e in doc["traceEvents"]] == ["mmap", "mkwrite", "fault"]
     assert doc["traceEvents"][1]["args"]["detail"] == "LOCKED"
     json.dumps(doc)  # serialisable as is
+
+
+async def test_page_sleepers_are_woken_and_leave_no_wait_queue_behind(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from sim_mmu.page import _LOCK_WAITERS, _WB_WAITERS, AddressSpace
+
+    page = AddressSpace().add_page(0)
+    assert page.trylock()
+    order: list[str] = []
+
+    async def locker(name: str) -> None:
+        await page.lock()
+        order.append(name)
+        await trio.sleep(1)
+        page.unlock()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(locker, "a")
+        await trio.sleep(1)
+        nursery.start_soon(locker, "b")
+        await trio.sleep(1)
+        assert page in _LOCK_WAITERS
+        page.unlock()
+    assert order == ["a", "b"]  # one waiter at a time, in order
+    assert not page.locked
+    assert page not in _LOCK_WAITERS
+
+    woken: list[int] = []
+
+    async def wait_io(n: int) -> None:
+        await page.wait_writeback()
+        woken.append(n)
+
+    page.start_writeback()
+    async with trio.open_nursery() as nursery:
+        for n in range(3):
+            nursery.start_soon(wait_io, n)
+        await trio.sleep(1)
+        assert page in _WB_WAITERS
+        page.end_writeback()  # wakes all
+    assert sorted(woken) == [0, 1, 2]
+    assert page not in _WB_WAITERS
+
+    assert page.trylock()
+    with trio.move_on_after(1):  # a sleeper that gives up takes its queue with it
+        await page.lock()
+    assert page not in _LOCK_WAITERS
+    page.unlock()
+
+
+def test_page_tags_are_sets_of_indices() -> None:
+    from sim_mmu.page import AddressSpace
+
+    mapping = AddressSpace()
+    pages = [mapping.add_page(i) for i in range(3)]
+    assert mapping.set_page_dirty(pages[2])
+    assert mapping.set_page_dirty(pages[0])
+    assert not mapping.set_page_dirty(pages[0])  # already dirty
+    tag = mapping.dirty_tag
+    assert 0 in tag
+    assert 2 in tag
+    assert 1 not in tag
+    assert len(tag) == 2
+    assert sorted(tag) == [0, 2] == mapping.dirty_indices()
+    mapping.cancel_dirty_page(pages[2])
+    assert list(tag) == [0]
+    tag.discard(7)  # absent: no error, as set.discard
+    tag.add(7)
+    assert 7 in tag
+    assert repr(tag) == "PageTag([0, 7])"
+
+
+async def test_find_vma_follows_splits_merges_and_unmaps() -> None:
+    from .helpers import RO
+
+    _, proc, _, _, addr = await mapped(4)
+    mm = proc.mm
+    whole = mm.find_vma(addr + 3 * PAGE)  # now remembered as the last VMA found
+    assert whole is not None
+    assert whole.end == addr + 4 * PAGE
+    await proc.mprotect(addr + 2 * PAGE, 2 * PAGE, RO)  # split in two
+    upper = mm.find_vma(addr + 3 * PAGE)
+    assert upper is not None
+    assert upper.start == addr + 2 * PAGE
+    assert not upper.vm_write
+    lower = mm.find_vma(addr + PAGE)
+    assert lower is not None
+    assert lower.end == addr + 2 * PAGE
+    assert lower.vm_write
+    assert mm.find_vma(addr + 2 * PAGE) is upper
+    await proc.mprotect(addr + 2 * PAGE, 2 * PAGE, RW)  # merged back into one
+    merged = mm.find_vma(addr + 3 * PAGE)
+    assert merged is not None
+    assert (merged.start, merged.end) == (addr, addr + 4 * PAGE)
+    await proc.munmap(addr, 4 * PAGE)
+    assert mm.find_vma(addr + 3 * PAGE) is None
+    assert mm.find_vma(addr) is None
