@@ -68,9 +68,10 @@ def one_line_error(result: tuple[int, str, str], command: str) -> str:
     return err
 
 
-def mounts() -> list[str]:
+def mounts(under: Path) -> list[str]:
+    """Mounts in this test session's directory (other programs on this machine mount too)."""
     with open(mountinfo.MOUNTINFO) as f:
-        return sorted(line.split()[4] for line in f)
+        return sorted(p for p in (line.split()[4] for line in f) if p.startswith(str(under)))
 
 
 # -- mount ------------------------------------------------------------------------------
@@ -104,17 +105,18 @@ def busy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @FUZZ
 @given(size=SIZES, policy=POLICIES)
 def test_mount_rejects_bad_size_and_policy(busy_dir: Path, size: str, policy: str) -> None:
-    before = mounts()
+    before = mounts(busy_dir.parent)
     log = busy_dir.parent / "never-created.log"
-    err = one_line_error(run_main(["mount", str(busy_dir), "--size", size, "--policy", policy,
-                                   "--log", str(log)]), "mount")  # fmt: skip
+    # --size=VALUE: a value may start with "-" (as "--size -1" would be an option)
+    err = one_line_error(run_main(["mount", str(busy_dir), f"--size={size}",
+                                   f"--policy={policy}", "--log", str(log)]), "mount")  # fmt: skip
     if not size_is_good(size):
         assert "invalid size" in err, err
     elif policy.strip().lower().replace("_", "-") not in {p.value for p in Policy}:
         assert "invalid policy" in err, err
     else:
         assert "is not empty" in err, err
-    assert mounts() == before
+    assert mounts(busy_dir.parent) == before
     assert not log.exists()
     assert os.listdir(busy_dir) == ["somebody's file"]
 
@@ -145,10 +147,10 @@ def test_mount_rejects_bad_size_and_policy(busy_dir: Path, size: str, policy: st
     ],
 )
 def test_bad_command_lines(argv: list[str], busy_dir: Path) -> None:
-    before = mounts()
+    before = mounts(busy_dir.parent)
     argv = [str(busy_dir) if a == "DIR" else a for a in argv]
     one_line_error(run_main(argv), "")
-    assert mounts() == before
+    assert mounts(busy_dir.parent) == before
     assert os.listdir(busy_dir) == ["somebody's file"]
 
 
