@@ -431,8 +431,19 @@ def read_figures(path: str) -> tuple[str, dict[str, Figure]]:
         except FileNotFoundError:
             raise UsageError(f"{path}: no such file or directory") from None
         except OSError as exc:
+            if not is_root and _fstype_under(path) == FS_TYPE:  # a directory, FIFO, device
+                raise UsageError(f"{path} is not a regular file: mkwritefs has figures for "
+                                 "regular files and for the mount point") from None  # fmt: skip
             raise UsageError(f"{path} is not on a mkwritefs filesystem ({exc.strerror})") from None
     return kind, figures
+
+
+def _fstype_under(path: str) -> str | None:
+    """The type of the filesystem mounted at `path` or the nearest directory above it."""
+    here = os.path.realpath(path)
+    while (fstype := find_mount(here)) is None and here != "/":
+        here = os.path.dirname(here)
+    return fstype
 
 
 @command(

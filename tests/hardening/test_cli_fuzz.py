@@ -227,3 +227,21 @@ def test_set_rejects_bad_settings_and_changes_nothing(
             os.setxattr(mnt, PREFIX + key, value)
     assert os.statvfs(mnt).f_blocks == statfs.f_blocks
     assert server.proc.poll() is None, server.log()
+
+
+def test_stat_of_what_has_no_figures(server: Server) -> None:
+    """A directory, FIFO or symlink on the mount: said so, not "not on a mkwritefs"."""
+    mnt = server.mountpoint
+    os.mkdir(os.path.join(mnt, "d"))
+    os.mkfifo(os.path.join(mnt, "fifo"))
+    os.symlink("d", os.path.join(mnt, "link"))
+    try:
+        for name in ("d", "fifo", "link"):
+            err = one_line_error(run_main(["stat", os.path.join(mnt, name)]), "stat")
+            assert "is not a regular file" in err, err
+        err = one_line_error(run_main(["stat", os.path.join(mnt, "missing")]), "stat")
+        assert "no such file" in err, err
+    finally:
+        os.rmdir(os.path.join(mnt, "d"))
+        os.unlink(os.path.join(mnt, "fifo"))
+        os.unlink(os.path.join(mnt, "link"))
