@@ -70,6 +70,7 @@ APPLICATION_ID = 0x6D6B7766  # "mkwf"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DB_PAGE_SIZE = 65536  # 15 blocks per database page: sequential writes go fastest
 CACHE_KIB = 64 << 10  # SQLite's page cache, at most
+THREAD_MAX_BLOCKS = 2048  # a commit of more blocks runs on the serving thread, uncopied
 WAL_CHECKPOINT_BYTES = 16 << 20  # the flusher folds a WAL this big into the database
 MKWRITEFS_FSTYPE = "fuse.mkwritefs"
 
@@ -524,7 +525,9 @@ class SqliteStore(Store):
     async def commit_async(self, *, checkpoint: bool = False) -> None:
         """:meth:`commit`, with the SQLite work in a worker thread: the snapshot is taken
         here, at one instant (pages copied), so the serving loop answers other requests
-        meanwhile.  Commits run one at a time, in the order they were asked for.  With
+        meanwhile; a batch of more than THREAD_MAX_BLOCKS blocks is written from the
+        page cache on this thread instead (copying it would cost a good part of
+        writing it).  Commits run one at a time, in the order they were asked for.  With
         ``checkpoint`` (the flusher's) a WAL grown past WAL_CHECKPOINT_BYTES is folded
         into the database after the commit, in the same thread."""
         async with self._commit_lock:
@@ -532,7 +535,14 @@ class SqliteStore(Store):
             if batch is None:
                 return
             try:
-                await trio.to_thread.run_sync(self._apply, batch, checkpoint)
+                if len(batch.block_put) > THREAD_MAX_BLOCKS:
+                    # Copying it would cost a good part of writing it: write it from
+                    # the page cache now, on this thread (nothing changes meanwhile).
+                    self._apply(batch, checkpoint)
+                else:
+                    batch.block_put = [(i, x, None if d is None else bytes(d))
+                                       for i, x, d in batch.block_put]  # stable copies
+                    await trio.to_thread.run_sync(self._apply, batch, checkpoint)
             except FsError:
                 self._restore(batch)
                 raise
@@ -593,8 +603,8 @@ class SqliteStore(Store):
             have = rows.get(ino, ())
             for idx in indices:
                 if idx in allocated:
-                    page = pages.get(idx)  # a copy: the page may change while SQLite works
-                    b.block_put.append((ino, idx, bytes(page.data) if page is not None else None))
+                    page = pages.get(idx)
+                    b.block_put.append((ino, idx, page.data if page is not None else None))
                     if idx not in have:
                         b.new_rows.append((ino, idx, True))
                 elif idx in have:
