@@ -35,7 +35,9 @@ Sizes in memory: the noted sets hold indices, not copies of pages.
 ``syncfs``: pyfuse3 (3.5) has no syncfs handler, and the kernel sends FUSE_SYNCFS only
 to virtiofs connections (``fuse_sync_fs`` returns at once unless ``fc->sync_fs``), so
 ``sync -f`` on a mount reaches this filesystem only as the writes it flushes; what they
-wrote is committed by the next flusher period (or fsync, or unmount).
+wrote is committed by the next flusher period (or fsync, or unmount).  (Seen with
+``--debug`` on 6.18: ``sync -f FILE`` sends OPEN, FLUSH, RELEASE and nothing else.)
+``fsync`` of a directory (FSYNCDIR) commits, so a rename is made durable the usual way.
 """
 
 from __future__ import annotations
