@@ -20,17 +20,21 @@ the noted state, as it is at that instant, in ONE transaction.  The filesystem c
   and every metadata change since the last commit;
 * at unmount, after writing back every dirty page.
 
-A commit runs on the serving thread without sleeping, so it sees one consistent state:
-a SIGKILL at any moment leaves the state of the last commit (SQLite's WAL makes each
-commit atomic; ``synchronous=FULL`` makes it durable before ``fsync`` returns).  A page
-is written whole from the cache, never half.  Reservations are never stored: after a
-crash the next mount counts the blocks that exist (reserved = 0), and an inode with no
-name left (unlinked while open) is removed with its blocks (the orphan list ext4 walks
-at mount).  A failed commit (the store's disk full: ENOSPC; other I/O errors: EIO)
-rolls back and keeps everything noted for the next commit: nothing is acknowledged that
-is not in the store, and the next ``fsync`` tries again.
+A commit's snapshot is taken on the serving thread without sleeping, so it sees one
+consistent state; its SQL then runs in a worker thread on copies of the pages (a batch
+of up to THREAD_MAX_BLOCKS blocks) or on the serving thread straight from the cache (a
+bigger one), one commit at a time.  A SIGKILL at any moment leaves the state of the last
+commit (SQLite's WAL makes each commit atomic; ``synchronous=FULL`` makes it durable
+before ``fsync`` returns).  A page is written whole, never half.  Reservations are
+never stored: after a crash the next mount counts the blocks that exist (reserved = 0),
+and an inode with no name left (unlinked while open) is removed with its blocks (the
+orphan list ext4 walks at mount).  A failed commit (the store's disk full: ENOSPC;
+other I/O errors: EIO) rolls back and keeps everything noted for the next commit:
+nothing is acknowledged that is not in the store, and the next ``fsync`` tries again.
 
-Sizes in memory: the noted sets hold indices, not copies of pages.
+Sizes in memory: the noted sets hold indices, not copies of pages; a file with
+STORE_BATCH_PAGES dirty pages (fusefs.core) is written back and committed in the
+background, which bounds one commit.
 
 ``syncfs``: pyfuse3 (3.5) has no syncfs handler, and the kernel sends FUSE_SYNCFS only
 to virtiofs connections (``fuse_sync_fs`` returns at once unless ``fc->sync_fs``), so
