@@ -17,6 +17,12 @@ Models the counting half of ``mm/page-writeback.c`` and ``struct backing_dev_inf
   ``wb_position_ratio``, ``dirty_poll_interval``, ``wb_max_pause``, ``wb_min_pause``) are
   the arithmetic, on plain numbers, so tests check them against hand computation.
 
+The hard cap (the seed's placement, ``sim_mmu.writeback.reserve_dirty``): pages a task
+was allowed to dirty and has not dirtied yet are ``inflight`` (domain and device) and
+count against the limit; ``has_room``, ``reserve``, ``release`` and ``grant_waiters``
+(first come, first served) keep dirty + writeback + in flight under it.  ``listeners``
+hear every change of the counters.
+
 Units: pages (ints) for amounts, pages per second (floats) for rates, seconds (floats,
 trio time) for durations.  Invariants (checked by ``DirtyDomain.check``): every counter
 is >= 0; the global counters are the sums of the devices'; ``Bdi.reclaimable`` equals the
@@ -466,7 +472,7 @@ class DirtyDomain:
         assert self.nr_writeback == sum(b.writeback for b in self.bdis), self
         assert self.inflight == sum(b.inflight for b in self.bdis) >= 0, self
         reserved = sum(t.reserved for t in list(self.tasks.values()))
-        assert self.inflight >= reserved, (self, reserved)  # dead tasks' room is given back
+        assert self.inflight == reserved, (self, reserved)  # dead tasks' room is given back
         for b in self.bdis:
             b.check()
 

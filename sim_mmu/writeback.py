@@ -18,6 +18,17 @@ trio time, over the counters and thresholds of ``sim_mmu.bdi`` (KERNEL.md §4).
     writes back 1.5 × ratelimit pages itself, then naps 1, 2, 4… ≤ 100 ms until under.
   - ``off``: no throttling (the flusher is still kicked above the background threshold).
 
+  A writer let go by a look under the limit dirties at most its ratelimit before the
+  next look, so called after dirtying (the kernel's placement) dirty may pass the limit
+  by the sum of the writers' ratelimits (``DirtyTask.granted``).
+
+* ``balance_dirty_pages_before(bdi)`` is the seed's placement, in ``page_mkwrite``
+  before the page can become writable: the model above, then ``reserve_dirty`` — room
+  for the page under the hard limit, counted as in flight in the same step as the check
+  (``DirtyDomain.reserve``) until the page is dirty or ``release_dirty`` gives it back;
+  a writer without room waits in arrival order.  Dirty + writeback never pass the limit
+  (nor a strictlimit device's share).
+
 * ``run_flusher(bdi)`` is the device's flusher task (``wb_workfn``): kicked above the
   background threshold it writes the oldest dirty inodes until under it; every
   ``dirty_writeback_interval`` it writes inodes dirty longer than

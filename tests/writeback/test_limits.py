@@ -137,3 +137,42 @@ def test_min_ratio_sum_must_stay_below_100() -> None:
     Bdi(dom, "a", min_ratio=60)
     with pytest.raises(ValueError, match="sum of min_ratio"):
         Bdi(dom, "b", min_ratio=40)
+
+
+async def test_hard_cap_serves_waiters_in_arrival_order(autojump_clock: object) -> None:
+    # avail 100 ⇒ limit 20; 20 pages dirty: three writers wait, each completion lets
+    # exactly one in, first come first served, its room counted at once (in flight)
+    import trio
+
+    from sim_mmu.writeback import release_dirty, reserve_dirty
+
+    dom = DirtyDomain(100)
+    bdi = Bdi(dom, "disk")
+    mapping = type("M", (), {"dirty_tag": {0}})()  # a mapping that stays dirty
+    for _ in range(20):
+        bdi.account_page_dirtied(mapping, charge=False)  # type: ignore[arg-type]
+    keys = [type("W", (), {"name": f"w{i}"})() for i in range(3)]
+    granted: list[str] = []
+
+    async def writer(i: int) -> None:
+        await reserve_dirty(bdi, 1, keys[i])
+        granted.append(keys[i].name)
+
+    def complete_one() -> None:
+        bdi.account_page_cleaned(mapping)  # type: ignore[arg-type]
+        bdi.account_writeback_start()
+        bdi.account_writeback_end()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(writer, i)
+            await trio.sleep(0.001)  # arrival order w0, w1, w2
+        assert (granted, len(dom.cap_waiters)) == ([], 3)
+        for n in (1, 2, 3):
+            complete_one()
+            await trio.sleep(0.001)
+            assert granted == [f"w{i}" for i in range(n)]
+            assert dom.dirty + dom.inflight == 20  # the limit, never more
+    assert (dom.inflight, bdi.inflight) == (3, 3)
+    release_dirty(bdi, keys[2])  # a fault that did not dirty its page gives it back
+    assert dom.inflight == 2

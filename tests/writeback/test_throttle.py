@@ -95,7 +95,7 @@ async def test_without_throttling_the_same_workload_blows_the_limit(
 ) -> None:
     # legacy: the same dd's as above, seed placement, throttle off: nothing holds them
     run = await run_writers(n, throttle="off", seconds=5.0, settle=1.0, bandwidth=BW,
-                            before=True)  # fmt: skip
+                            before=True, pages=3 * 1638 // n)  # fmt: skip
     dom = run.domain
     print(f"off n={n}: max_dirty={dom.max_dirty} limit={dom.limits().limit}")
     assert run.watch.over > dom.limits().limit  # more than twice the limit
