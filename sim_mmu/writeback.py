@@ -250,7 +250,8 @@ async def balance_dirty_pages(bdi: Bdi, t: DirtyTask, *, capped: bool = False) -
         )
         t.last_task_rate = task_rate
         if task_rate <= 0 and capped:  # wait for room in turn (for the kernel's
-            await _reserve(bdi, t, 1)  # max_pause nap), then look again
+            await _reserve(bdi, t, 1)  # max_pause nap), then look again; still 0 with
+            capped = False  # the room held (a limit of 0): the kernel's naps from here
             continue
         if task_rate <= 0:
             pause = max_pause

@@ -198,3 +198,26 @@ async def test_measured_device_settles_between_setpoint_and_limit(
     assert lim.setpoint - 0.05 * lim.thresh <= mean_dirty < halfway
     assert BW / n * 0.95 <= run.bdi.dirty_ratelimit <= BW / n * 1.2
     assert max(r["dirty"] for r in late) <= lim.limit + n * lim.limit // 32
+
+
+async def test_a_limit_of_zero_lets_one_page_at_a_time_through(autojump_clock: MockClock) -> None:
+    # dirty_ratio 0: nothing may stay dirty, yet with nothing dirty there is room for a
+    # page (else every writer would wait for good): the writer goes at the store's pace
+    from sim_mmu import Simulation
+    from sim_mmu.bdi import DirtySettings
+    from sim_mmu.writeback import FixedBandwidthDevice
+    from tests.writeback.helpers import SlowFile, map_file, store_loop
+
+    dom = DirtyDomain(8192, DirtySettings(dirty_ratio=0, dirty_background_ratio=0))
+    bdi = Bdi(dom, "disk")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_flusher, bdi)
+        inode = slow_inode(bdi, FixedBandwidthDevice(BW), 100, name="f", throttle_before=True)
+        proc, addr = await map_file(Simulation(trace=False), SlowFile(inode, bdi, after=False),
+                                    100, "w")  # fmt: skip
+        start = trio.current_time()
+        assert await store_loop(proc, addr, 100, until=start + 60.0) == 100
+        assert trio.current_time() - start >= 99 / BW  # one page per transfer
+        nursery.cancel_scope.cancel()
+    assert dom.limits().limit == 0
+    assert dom.max_dirty == 1
