@@ -32,9 +32,9 @@ which changes nothing): ``dirty_throttle`` (none, off, crude, modern; on for goo
 Placement and the limit: ``before`` (the seed's) throttles in ``page_mkwrite`` and
 reserves the page's room under the hard limit in the same step
 (``sim_mmu.writeback.balance_dirty_pages_before``), so dirty + writeback never pass
-``limit`` (nor, under strictlimit, the device's share); the fault path gives back room
-it did not use (``release``; a failed fault's room goes back at the task's next fault or
-its end).  ``after`` (the kernel's) and write(2) (after each page copied, as
+``limit`` (nor, under strictlimit, the device's share); room not used goes back
+(``release``: after the fault path dirtied the page, or at once when ``page_mkwrite``
+fails).  ``after`` (the kernel's) and write(2) (after each page copied, as
 ``generic_perform_write``) may pass it by at most the writers' ratelimits.
 
 One machine or several: by default each filesystem is a machine of its own; filesystems

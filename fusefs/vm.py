@@ -33,9 +33,11 @@ Rules every hook keeps (KERNEL.md §2):
 from __future__ import annotations
 
 import errno
+import functools
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -58,6 +60,32 @@ _LOCKED_MAJOR = VmFault.LOCKED | VmFault.MAJOR
 _SIGBUS = VmFault.SIGBUS
 _NOPAGE = VmFault.NOPAGE
 _WRITE = int(FaultFlag.WRITE)
+
+
+def _gives_back_room(
+    page_mkwrite: Callable[[Any, VmFaultInfo], Awaitable[VmFault]],
+) -> Callable[[Any, VmFaultInfo], Awaitable[VmFault]]:
+    """A ``page_mkwrite`` that fails (or is cancelled) gives back the room the dirty
+    throttle reserved for its page (the ``before`` placement); on success the fault
+    path dirties the page and then gives back what it did not use."""
+
+    @functools.wraps(page_mkwrite)
+    async def wrapper(self: Any, vmf: VmFaultInfo) -> VmFault:
+        try:
+            ret = await page_mkwrite(self, vmf)
+        except BaseException:
+            _release_room(self.fs)
+            raise
+        if not ret & _LOCKED:
+            _release_room(self.fs)
+        return ret
+
+    return wrapper
+
+
+def _release_room(fs: Filesystem) -> None:
+    if fs.dirty is not None and fs.dirty.placement == "before":
+        fs.dirty.release()
 
 
 def _pages(size: int) -> int:
@@ -191,6 +219,7 @@ class FileVmOps:
 class ReserveVmOps(FileVmOps):
     """ext4 delalloc: a hole page reserves one block; none free ⇒ SIGBUS."""
 
+    @_gives_back_room
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``ext4_page_mkwrite`` → ``block_page_mkwrite`` (``ext4_da_get_block_prep``)."""
         page = await self._enter_mkwrite(vmf)
@@ -213,6 +242,7 @@ class ReserveVmOps(FileVmOps):
 class ReserveCowVmOps(FileVmOps):
     """btrfs: every store to a clean page reserves a block, overwrites included."""
 
+    @_gives_back_room
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``btrfs_page_mkwrite``: reserve *before* locking the page (lock order
         with writeback), then lock; truncated ⇒ release the reservation, NOPAGE."""
@@ -255,6 +285,7 @@ class ReserveCowVmOps(FileVmOps):
 class FuseVmOps(FileVmOps):
     """The kernel's FUSE: wait for the page's writeback to end, reserve nothing."""
 
+    @_gives_back_room
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``fuse_page_mkwrite``: lock, mapping check, ``fuse_wait_on_page_writeback``."""
         page = await self._enter_mkwrite(vmf)
@@ -283,6 +314,7 @@ class CacheVmOps(FileVmOps):
     """netfs with FS-Cache: the page may become writable only once the backing cache
     holds its current contents; no reservation (the server's ENOSPC comes at writeback)."""
 
+    @_gives_back_room
     async def page_mkwrite(self, vmf: VmFaultInfo) -> VmFault:
         """Kernel ``nfs_vm_page_mkwrite`` / ``netfs_page_mkwrite``: wait for the cache write."""
         page = await self._enter_mkwrite(vmf)

@@ -405,3 +405,32 @@ async def test_stores_throttled_before_the_page_is_writable_never_pass_the_limit
     for i in range(4):
         ino = fs.open_path(f"/w{i}".encode(), os.O_RDONLY).ino
         assert fs.file_data(ino).read((pages - 1) * PAGE, 1) == b"%d" % i
+
+
+async def test_a_failed_page_mkwrite_gives_back_its_room() -> None:
+    # placement before, a full filesystem: page_mkwrite reserves room for the page under
+    # the dirty limit, then SIGBUS (no block): the room goes back at once, not held
+    from sim_mmu import SIGBUS
+
+    fs = Filesystem(capacity_blocks=64, policy="reserve",
+                    dirty=DirtyConfig(placement="before"))  # fmt: skip
+    assert fs.dirty is not None
+    dom = fs.dirty.domain
+    f = fs.open_path(b"/f", os.O_RDWR | os.O_CREAT)
+    await fs.setattr(f.ino, size=128 * PAGE, ctx=ROOT)
+    proc = Simulation().spawn()
+    proc.sigaction(SIGBUS, lambda info: False)  # abandon the store (siglongjmp)
+    addr = await proc.mmap(128 * PAGE, Prot.READ | Prot.WRITE, MapFlags.SHARED, f)
+    stored = 0
+    for p in range(128):
+        if await proc.store(addr + p * PAGE, b"s") == 1:
+            stored += 1
+            assert dom.inflight == 0  # the page is dirty: its room was used
+            continue
+        assert dom.inflight == 0  # SIGBUS: its room was given back
+        break
+    assert 0 < stored < 128
+    assert dom.dirty == stored
+    dom.check()
+    await proc.munmap(addr, 128 * PAGE)
+    await f.close()
