@@ -244,7 +244,7 @@ class Process:
                 pos += chunk
                 stuck = 0
                 continue
-            # a fault (``_fault``, inlined: this is the hot path of every first touch)
+            # the fault, taken here rather than in a helper: the hot path of every first touch
             stuck += 1
             if stuck > _LIVELOCK:
                 raise RuntimeError(f"livelock: {stuck} faults at {a:#x} without progress")
@@ -282,7 +282,7 @@ class Process:
                 pos += chunk
                 stuck = 0
                 continue
-            # a fault (``_fault``, inlined)
+            # the fault, as in store
             stuck += 1
             if stuck > _LIVELOCK:
                 raise RuntimeError(f"livelock: {stuck} faults at {a:#x} without progress")
