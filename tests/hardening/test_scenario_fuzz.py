@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 import subprocess
 import sys
@@ -59,7 +58,13 @@ KEYWORDS = [
 ]  # fmt: skip
 NAMES = ["f", "m", "p", "w", "'/f'", "'/g'"]
 
-_scratch = Path(tempfile.mkdtemp(prefix="mkwritefs-fuzz-"))
+_scratch = Path(tempfile.gettempdir())  # this module's own directory while it runs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    global _scratch
+    _scratch = tmp_path_factory.mktemp("fuzz")
 
 
 def _write(text: str | bytes) -> Path:
@@ -253,9 +258,3 @@ def test_cli_bad_file_in_a_subprocess(tmp_path: Path) -> None:
         assert (result.returncode, result.stdout) == (2, ""), result.stderr
         assert result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(f"mkwritefs scenario: {bad}:"), result.stderr
-
-
-def teardown_module() -> None:
-    for p in _scratch.iterdir():
-        p.unlink()
-    os.rmdir(_scratch)
