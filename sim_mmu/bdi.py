@@ -37,6 +37,7 @@ the current trio task (the kernel's ``current``).
 from __future__ import annotations
 
 import contextvars
+import gc
 import math
 import weakref
 from collections import deque
@@ -471,8 +472,15 @@ class DirtyDomain:
         assert self.nr_dirty == sum(b.reclaimable for b in self.bdis), self
         assert self.nr_writeback == sum(b.writeback for b in self.bdis), self
         assert self.inflight == sum(b.inflight for b in self.bdis) >= 0, self
-        reserved = sum(t.reserved for t in list(self.tasks.values()))
-        assert self.inflight == reserved, (self, reserved)  # dead tasks' room is given back
+        was_enabled = gc.isenabled()
+        gc.disable()  # no task may die (and give its room back) between the two reads
+        try:
+            inflight = self.inflight
+            reserved = sum(t.reserved for t in list(self.tasks.values()))
+        finally:
+            if was_enabled:
+                gc.enable()
+        assert inflight == reserved, (self, reserved)  # dead tasks' room is given back
         for b in self.bdis:
             b.check()
 
