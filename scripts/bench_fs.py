@@ -103,8 +103,8 @@ def tmpfs_mount(size: str = "512M") -> Iterator[Path]:
             subprocess.run(["umount", tmp], check=False)
 
 
-def seq_write(d: Path) -> float:
-    """MiB/s writing SEQ_BYTES with 1 MiB calls into a new file."""
+def seq_write(d: Path, *, fsync: bool = False) -> float:
+    """MiB/s writing SEQ_BYTES with 1 MiB calls into a new file (then fsync, if asked)."""
     path = d / "seq"
     path.unlink(missing_ok=True)
     buf = os.urandom(MIB)
@@ -113,21 +113,8 @@ def seq_write(d: Path) -> float:
     for _ in range(SEQ_BYTES // MIB):
         if os.write(fd, buf) != MIB:
             raise SystemExit(f"bench_fs: short write on {d}")
-    os.close(fd)
-    return SEQ_BYTES / MIB / (time.perf_counter() - start)
-
-
-def seq_write_fsync(d: Path) -> float:
-    """MiB/s writing SEQ_BYTES with 1 MiB calls into a new file, then fsync and close."""
-    path = d / "seq"
-    path.unlink(missing_ok=True)
-    buf = os.urandom(MIB)
-    start = time.perf_counter()
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-    for _ in range(SEQ_BYTES // MIB):
-        if os.write(fd, buf) != MIB:
-            raise SystemExit(f"bench_fs: short write on {d}")
-    os.fsync(fd)
+    if fsync:
+        os.fsync(fd)
     os.close(fd)
     return SEQ_BYTES / MIB / (time.perf_counter() - start)
 
@@ -138,7 +125,7 @@ def store_main(args: argparse.Namespace) -> int:
     with mkwritefs_mount() as memory, store_mount(args.store_dir) as stored:
         for _ in range(args.repeat):
             for name, d in (("memory", memory), ("store", stored)):
-                best[name] = max(best[name], seq_write_fsync(d))
+                best[name] = max(best[name], seq_write(d, fsync=True))
     ratio = best["store"] / best["memory"]
     if args.json:
         print(json.dumps({"seq_write_fsync_ratio": ratio, "memory_mib_s": best["memory"],

@@ -2,17 +2,17 @@
 
 `new_store(size)` runs `mkwritefs mkfs` and returns the path; `mount_store(store)` mounts
 it (`mkwritefs mount DIR --store STORE --foreground`, through tests.mount.conftest's
-start_server) and every server is stopped (unmounted) at teardown, whatever happened.
+start_server, via mount_factory) and every server is stopped at teardown, whatever happened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.mount.conftest import Server, mount_factory, start_server, stop_server
+from tests.mount.conftest import Server, mount_factory
 from tests.mount.support import cli
 
 __all__ = ["mount_factory"]  # a fixture, re-exported for the tests here
@@ -36,23 +36,13 @@ def new_store(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def mount_store(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """mount_store(store, size=STORE_SIZE) -> Server; stopped at teardown."""
-    servers: list[Server] = []
+def mount_store(mount_factory: Callable[..., Server]) -> Callable[..., Server]:
+    """mount_store(store, size=STORE_SIZE) -> Server; stopped at teardown (mount_factory)."""
 
     def start(store: Path, size: str = STORE_SIZE, extra: tuple[str, ...] = ()) -> Server:
-        mountpoint = tmp_path / f"mnt{len(servers)}"
-        mountpoint.mkdir()
-        server = start_server(str(mountpoint), size=size, extra=("--store", str(store), *extra))
-        servers.append(server)
-        return server
+        return mount_factory(size=size, extra=("--store", str(store), *extra))
 
-    try:
-        yield start
-    finally:
-        for server in servers:
-            if not server.stopped:
-                stop_server(server)
+    return start
 
 
 def fsck(store: Path, *args: str) -> tuple[int, str]:
