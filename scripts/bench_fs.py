@@ -30,6 +30,7 @@ import argparse
 import json
 import mmap
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from fusefs import store
 
 MIB = 1 << 20
 PAGE = 4096
@@ -126,15 +129,42 @@ def store_main(args: argparse.Namespace) -> int:
         for _ in range(args.repeat):
             for name, d in (("memory", memory), ("store", stored)):
                 best[name] = max(best[name], seq_write(d, fsync=True))
+        sqlite_alone = max(sqlite_insert(args.store_dir) for _ in range(args.repeat))
     ratio = best["store"] / best["memory"]
     if args.json:
         print(json.dumps({"seq_write_fsync_ratio": ratio, "memory_mib_s": best["memory"],
-                          "store_mib_s": best["store"]}, indent=2))
+                          "store_mib_s": best["store"], "sqlite_alone_mib_s": sqlite_alone},
+                         indent=2))
         return 0
     print(f"{'':48} {'memory':>10} {'store':>10} {'ratio':>8}")
     print(f"{'sequential write + fsync, 1 MiB calls (MiB/s)':48} {best['memory']:10,.0f} "
           f"{best['store']:10,.0f} {ratio:8.1%}")
+    print(f"{'the same bytes as blobs, SQLite alone (MiB/s)':48} {'':10} {sqlite_alone:10,.0f}")
     return 0
+
+
+def sqlite_insert(store_dir: str | None) -> float:
+    """MiB/s of SQLite alone storing SEQ_BYTES as 4 KiB blobs in a fresh store's blocks
+    table, one transaction, with the store's settings: the ceiling for a store's commit
+    (no filesystem, no FUSE, no page cache)."""
+    with tempfile.TemporaryDirectory(prefix="bench-sqlite-", dir=store_dir) as tmp:
+        path = Path(tmp) / "store.db"
+        made = _cli("mkfs", str(path), "--size", "512M")
+        if made.returncode != 0:
+            raise SystemExit(f"bench_fs: cannot make a store: {made.stderr.strip()}")
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA cache_size=-{store.CACHE_KIB}")
+            block = os.urandom(PAGE)
+            rows = ((1000, i, block) for i in range(SEQ_BYTES // PAGE))
+            start = time.perf_counter()
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO blocks VALUES(?, ?, ?)", rows)
+            conn.execute("COMMIT")
+            return SEQ_BYTES / MIB / (time.perf_counter() - start)
+        finally:
+            conn.close()
 
 
 def seq_read(d: Path, *, cold: bool) -> float:
