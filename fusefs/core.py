@@ -48,7 +48,7 @@ import trio
 from . import introspect, xattrs
 from .directory import NAME_MAX, Directory, check_name, check_new_name
 from .errors import FsError
-from .filedata import FileData, VmCounters
+from .filedata import FileData, VmCounters, WriteCap
 from .fsck import check_filesystem
 from .inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode, StatFs
 from .policy import DEFAULT_POLICY, Policy, parse_policy
@@ -816,8 +816,11 @@ class Filesystem:
         self.balance_dirty = self.dirty.balance
         self._start_device_flusher()
 
-    def _balance_for_write(self) -> Callable[[FileData], Awaitable[None]] | None:
-        """What ``write(2)`` calls after each page copied (``generic_perform_write``)."""
+    def _balance_for_write(self) -> Callable[[FileData], Awaitable[None]] | WriteCap | None:
+        """What ``write(2)`` calls after each page copied (``generic_perform_write``);
+        under the seed's placement, the throttle's hard cap, before each page."""
+        if self.dirty is not None and self.dirty.placement == "before":
+            return self.dirty
         return self.balance_dirty
 
     async def _write_expired(self, now: float) -> None:

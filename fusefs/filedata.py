@@ -49,6 +49,7 @@ import enum
 import errno
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -65,6 +66,17 @@ _ZEROS = memoryview(zero_page())
 
 def _no_balance() -> None:
     return None
+
+
+class WriteCap(Protocol):
+    """The dirty throttle's hard cap as ``write(2)`` meets it (the seed's placement):
+    awaited before each page is copied, it waits for room for that page under the
+    hard limit and holds it until the page is dirty; ``release`` gives back room the
+    write did not use."""
+
+    async def before_page(self, data: FileData) -> None: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -116,8 +128,9 @@ class FileData:
         # Set by the filesystem: a trace of space and writeback events (kind, page, detail).
         self.on_event: Callable[[str, int, str], None] | None = None
         # Set by the filesystem: the dirty throttle write(2) calls after each page it
-        # copied (``balance_dirty_pages_ratelimited``), or None.
-        self.get_balance: Callable[[], Callable[[FileData], Awaitable[None]] | None] = (
+        # copied (``balance_dirty_pages_ratelimited``), or None; or, under the seed's
+        # placement, a WriteCap called before each page (room under the hard limit).
+        self.get_balance: Callable[[], Callable[[FileData], Awaitable[None]] | WriteCap | None] = (
             _no_balance
         )
         # Set by a persistent store (fusefs.store): called with the index of each block
@@ -312,16 +325,37 @@ class FileData:
         ``page_mkwrite``, writeback) or under writeback takes the slow path, which
         sleeps for it.
         """
+        balance = self.get_balance()
+        cap = None
+        if balance is not None and not callable(balance):
+            cap, balance = balance, None
+        try:
+            return await self._copy_pages(offset, src, balance, cap)
+        finally:
+            if cap is not None:
+                cap.release()
+
+    async def _copy_pages(
+        self,
+        offset: int,
+        src: memoryview,
+        balance: Callable[[FileData], Awaitable[None]] | None,
+        cap: WriteCap | None,
+    ) -> int:
         mapping = self.mapping
         pages = mapping.pages
         allocated = self.allocated
         reserved = self.reserved_pages
         pool = self.pool
-        balance = self.get_balance()
         done = 0
         end = len(src)
         while done < end:
-            if done and balance is not None:
+            if cap is not None:
+                # the seed's placement: room for this page under the hard limit first
+                if done:
+                    self.size = max(self.size, offset + done)
+                await cap.before_page(self)
+            elif done and balance is not None:
                 # after each page copied, as generic_perform_write; i_size first (its
                 # write_end), or the flusher would drop the new pages as past EOF
                 self.size = max(self.size, offset + done)

@@ -34,8 +34,9 @@ reserves the page's room under the hard limit in the same step
 (``sim_mmu.writeback.balance_dirty_pages_before``), so dirty + writeback never pass
 ``limit`` (nor, under strictlimit, the device's share); room not used goes back
 (``release``: after the fault path dirtied the page, or at once when ``page_mkwrite``
-fails).  ``after`` (the kernel's) and write(2) (after each page copied, as
-``generic_perform_write``) may pass it by at most the writers' ratelimits.
+fails); write(2) takes its room before each page it copies (``before_page``, the
+``filedata.WriteCap`` it is given).  ``after`` (the kernel's; write(2) after each page
+copied, as ``generic_perform_write``) may pass it by at most the writers' ratelimits.
 
 One machine or several: by default each filesystem is a machine of its own; filesystems
 given the same ``DirtyConfig(domain=DirtyDomain(...))`` share one global pool (counts,
@@ -220,9 +221,13 @@ class DirtyThrottle:
         await balance_dirty_pages_before(self.bdi)
 
     def release(self) -> None:
-        """The fault is over: room reserved and not dirtied goes back (a page that was
-        dirty already)."""
+        """The fault (or write) is over: room reserved and not dirtied goes back (a page
+        that was dirty already)."""
         release_dirty(self.bdi)
+
+    # write(2) under the seed's placement (``filedata.WriteCap``): room for each page
+    # before it is copied, so write(2) is held under the hard limit as stores are.
+    before_page = balance_before
 
     def charging(self, writer: Writer) -> contextvars.Token[Any]:
         """Charge ``writer`` for what follows (reset with ``CHARGED_TASK.reset``)."""

@@ -137,6 +137,36 @@ async def test_write_is_held_under_the_limit_at_the_device_rate(
     _nothing_lost(fs, [f"/dd{i}".encode() for i in range(writers)], pages, b"d")
 
 
+@pytest.mark.parametrize("writers", [1, 4])
+async def test_write_under_the_seeds_placement_never_passes_the_limit(
+    writers: int, autojump_clock: MockClock
+) -> None:
+    # the same dd's with the throttle before the page becomes dirty: write(2) takes room
+    # for each page under the hard limit first, so dirty + in flight never pass it
+    fs = new_fs(write_bandwidth=256.0, device="disk", placement="before", measured=True)
+    assert fs.dirty is not None
+    dom = fs.dirty.domain
+    worst = [-(1 << 30)]
+
+    def check(event: str, _bdi: object) -> None:  # after every event
+        worst[0] = max(worst[0], dom.dirty + dom.inflight - dom.limits().limit)
+
+    dom.listeners.append(check)
+    pages = 3000 // writers
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fs.run_flusher)
+        async with trio.open_nursery() as dds:
+            for i in range(writers):
+                dds.start_soon(_dd, fs, f"/dd{i}".encode(), pages)
+        nursery.cancel_scope.cancel()
+    print(f"{writers} dd before: peak over the limit {worst[0]}, max_dirty {dom.max_dirty}")
+    assert worst[0] <= 0
+    assert all(t.pauses > 0 for t in dom.tasks.values())  # held, not free-running
+    assert dom.inflight == 0  # every page's room dirtied or given back
+    dom.check()
+    _nothing_lost(fs, [f"/dd{i}".encode() for i in range(writers)], pages, b"d")
+
+
 async def test_without_the_model_write_is_not_held(autojump_clock: MockClock) -> None:
     fs = Filesystem(capacity_blocks=1 << 16)
     async with trio.open_nursery() as nursery:
