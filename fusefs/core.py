@@ -66,6 +66,10 @@ log = logging.getLogger(__name__)
 # SQLite thread and the serving thread contend for the GIL).
 STORE_BATCH_PAGES = 32768
 
+# The flusher's shortest period: one centisecond, the unit of the kernel's
+# dirty_writeback_centisecs.
+MIN_WRITEBACK_INTERVAL = 0.01
+
 __all__ = [
     "FALLOC_FL_KEEP_SIZE",
     "FALLOC_FL_PUNCH_HOLE",
@@ -739,9 +743,15 @@ class Filesystem:
     def set_flusher(self, *, interval: float | None = None, expire: float | None = None) -> None:
         """Set the flusher's period and the age at which dirty data is written (seconds;
         kernel ``dirty_writeback_centisecs``/``dirty_expire_centisecs``); EINVAL for a
-        value that is not a positive period or a non-negative age, changing nothing."""
-        if interval is not None and not interval > 0:
-            raise FsError(errno.EINVAL, f"writeback interval {interval} is not positive")
+        value that is not a period of at least a centisecond (the kernel's unit; a
+        shorter one would keep the flusher spinning) or a non-negative age, changing
+        nothing."""
+        if interval is not None and not interval >= MIN_WRITEBACK_INTERVAL:
+            raise FsError(
+                errno.EINVAL,
+                f"writeback interval {interval} is below {MIN_WRITEBACK_INTERVAL} s "
+                "(dirty_writeback_centisecs counts centiseconds)",
+            )
         if expire is not None and not expire >= 0:
             raise FsError(errno.EINVAL, f"dirty expire {expire} is negative")
         if interval is not None:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fusefs.core import MIN_WRITEBACK_INTERVAL
 from fusefs.policy import Policy
 from sim_mmu.profile import PROFILES
 from sim_mmu.trace import Statistics
@@ -249,8 +250,8 @@ def setup(
             _fail(f"unknown filesystem option {key!r} (known: {', '.join(sorted(known))})")
         if key != "dirty" and not (_is_number(value) and value >= 0):
             _fail(f"{key} must be a number of seconds, at least 0, not {value!r}")
-    if fs_options.get("writeback_interval") == 0:
-        _fail("writeback_interval must be more than 0 seconds")
+    if fs_options.get("writeback_interval", 1) < MIN_WRITEBACK_INTERVAL:
+        _fail(f"writeback_interval must be at least {MIN_WRITEBACK_INTERVAL} s")
     if not _is_count(capacity) or capacity > MAX_CAPACITY:  # statfs counts blocks in a u64
         _fail(f"capacity must be a whole number of blocks, 0 to 2**51, not {capacity!r}")
     if not _policies(policies):

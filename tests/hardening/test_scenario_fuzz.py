@@ -197,6 +197,8 @@ def test_raw_bytes_load_or_fail_in_one_line(junk: bytes, head: bytes) -> None:
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(capacity=1.5)\n', ":3: capacity"),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(writeback_interval=0)\n',
          ":3: writeback_interval"),
+        (b'"""s"""\nfrom fusefs.scenario import *\nsetup(writeback_interval=1e-300)\n',
+         ":3: writeback_interval"),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(writeback_latency="x")\n',
          ":3: writeback_latency"),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(policies=())\n', ":3: policies"),

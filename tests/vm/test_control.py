@@ -88,7 +88,7 @@ async def test_root_settings_owner_only() -> None:
     set_(ROOT_INO, P + b"dirty_expire", b"2", 0, ROOT)
     assert fs.getxattr(ROOT_INO, P + b"writeback_interval", ROOT) == b"0.5"
     assert fs.getxattr(ROOT_INO, P + b"dirty_expire", ROOT) == b"2"
-    for bad in (b"0", b"-1", b"nan", b"x"):
+    for bad in (b"0", b"-1", b"nan", b"x", b"1e-300", b"0.009"):  # a centisecond at least
         assert errno_of(set_, ROOT_INO, P + b"writeback_interval", bad, 0, ROOT) == errno.EINVAL
     assert fs.writeback_interval == 0.5
     assert errno_of(set_, ROOT_INO, P + b"dirty_expire", b"1", 0, USER) == errno.EPERM
