@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fusefs.realbdi import SYSFS_BDI, device_of, read_real_bdi
-from tests.mount.conftest import Server, start_server, stop_server
+from tests.mount.conftest import Server, served, start_server, stop_server
 from tests.mount.support import cli
 
 PAGE = 4096
@@ -23,13 +23,8 @@ X = "user.mkwritefs."
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    srv = start_server(str(mnt), size="64M")
-    try:
+    with served(tmp_path / "mnt") as srv:
         yield srv
-    finally:
-        stop_server(srv)
 
 
 def _get(mnt: str, name: str) -> bytes:

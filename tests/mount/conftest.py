@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,14 +52,29 @@ def start_server(mountpoint: str, *, size: str = "16M", extra: tuple[str, ...] =
            "--size", size, *extra]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd)
     os.close(log_fd)
-    server = Server(mountpoint, proc, log_path)
+    return wait_mounted(Server(mountpoint, proc, log_path))
+
+
+def wait_mounted(server: Server) -> Server:
+    """Poll until the server's mount point is mounted; fail (server stopped) if it died."""
     deadline = time.monotonic() + READY_TIMEOUT
-    while not os.path.ismount(mountpoint):
-        if proc.poll() is not None or time.monotonic() > deadline:
+    while not os.path.ismount(server.mountpoint):
+        if server.proc.poll() is not None or time.monotonic() > deadline:
             stop_server(server)
             pytest.fail(f"mkwritefs server did not come up:\n{server.log()}")
         time.sleep(0.01)
     return server
+
+
+@contextmanager
+def served(mountpoint: Path, *, size: str = "64M") -> Iterator[Server]:
+    """A server on `mountpoint` (made here) for the block, stopped whatever happens."""
+    mountpoint.mkdir()
+    server = start_server(str(mountpoint), size=size)
+    try:
+        yield server
+    finally:
+        stop_server(server)
 
 
 def stop_server(server: Server) -> None:
@@ -103,13 +119,8 @@ def mount_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 @pytest.fixture(scope="module")
 def mkwritefs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One 64 MiB mount shared by a module's tests."""
-    mountpoint = tmp_path_factory.mktemp("shared") / "mnt"
-    mountpoint.mkdir()
-    server = start_server(str(mountpoint), size="64M")
-    try:
+    with served(tmp_path_factory.mktemp("shared") / "mnt") as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from fusefs import store_fsck
-from tests.mount.conftest import Server, start_server, stop_server
+from tests.mount.conftest import Server, start_server, stop_server, wait_mounted
 
 from . import crash_writer as w
 
@@ -51,14 +51,7 @@ def start_store_server(mnt: Path, store: Path, tmp_path: Path) -> Server:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-c", SERVE, str(mnt), str(store)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    server = Server(str(mnt), proc, str(log_path))
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not os.path.ismount(mnt):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_server(server)
-            pytest.fail(f"the store's server did not come up:\n{server.log()}")
-        time.sleep(0.01)
-    return server
+    return wait_mounted(Server(str(mnt), proc, str(log_path)))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from fusefs import workloads
-from tests.mount.conftest import Server, start_server, stop_server
+from tests.mount.conftest import Server, served
 from tests.workloads.conftest import check_mount
 
 pytestmark = pytest.mark.mount
@@ -65,13 +65,8 @@ def test_plain_write_read_delete(mkwritefs: Server, workdir) -> None:
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory):
     """One 1 GiB mount for the long workloads of this module."""
-    mountpoint = tmp_path_factory.mktemp("big") / "mnt"
-    mountpoint.mkdir()
-    server = start_server(str(mountpoint), size="1G")
-    try:
+    with served(tmp_path_factory.mktemp("big") / "mnt", size="1G") as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.mark.long
