@@ -568,11 +568,7 @@ class FileData:
         mapping = self.mapping
         in_flight: list[Page] = []
         try:
-            for n, index in enumerate(mapping.dirty_indices()):
-                if last is not None and index > last:
-                    break
-                if index < first:
-                    continue
+            for n, index in enumerate(mapping.dirty_indices(first, last)):
                 if n and n % 256 == 0:
                     await trio.lowlevel.checkpoint()  # let requests in during a long writeback
                 page = mapping.pages.get(index)
@@ -583,9 +579,9 @@ class FileData:
         finally:
             for page in in_flight:
                 page.end_writeback()
-        for index in sorted(mapping.writeback_tag):  # I/O someone else started: wait
+        for index in list(mapping.writeback_tag.between(first, last)):  # others' I/O: wait
             page = mapping.pages.get(index)
-            if page is not None and index >= first and (last is None or index <= last):
+            if page is not None:
                 await page.wait_writeback()
         if not mapping.dirty_tag:
             self.dirtied_when = None

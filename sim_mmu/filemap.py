@@ -106,9 +106,7 @@ async def filemap_write_and_wait_range(
     first = start >> PAGE_SHIFT
     last = (end >> PAGE_SHIFT) if end >= 0 else None
     written = 0
-    for index in mapping.dirty_indices():
-        if index < first or (last is not None and index > last):
-            continue
+    for index in mapping.dirty_indices(first, last):
         page = mapping.pages.get(index)
         if page is not None and await write_one_page(mapping, a_ops, page):
             written += 1

@@ -48,7 +48,7 @@ class MM:
         self.sim = sim
         self.profile = sim.profile
         self.pid = pid
-        self.ptes: dict[int, int] = {}
+        self.ptes = P.PageTable()
         self.anon: dict[int, P.AnonPage] = {}
         self.vmas: list[Vma] = []
         self._starts: list[int] = []
@@ -94,20 +94,8 @@ class MM:
         return P.PteView.of(self.ptes.get(addr >> PAGE_SHIFT))
 
     def iter_ptes(self, vma: Vma) -> Iterator[tuple[int, int]]:
-        """(vpn, bits) of the PTEs inside ``vma``, in no particular order."""
-        yield from self._ptes_between(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT)
-
-    def _ptes_between(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
-        ptes = self.ptes
-        if hi - lo <= len(ptes):
-            for vpn in range(lo, hi):
-                bits = ptes.get(vpn)
-                if bits is not None:
-                    yield vpn, bits
-        else:
-            for vpn, bits in list(ptes.items()):
-                if lo <= vpn < hi:
-                    yield vpn, bits
+        """(vpn, bits) of the PTEs inside ``vma``, in address order."""
+        return self.ptes.between(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT)
 
     def rss(self) -> int:
         """Pages mapped (present PTEs)."""
@@ -184,7 +172,7 @@ class MM:
         ptes, anon = self.ptes, self.anon
         mapping = vma.mapping
         base = (vma.start >> PAGE_SHIFT) - vma.pgoff
-        for vpn, bits in list(self._ptes_between(lo, hi)):
+        for vpn, bits in list(self.ptes.between(lo, hi)):
             if bits & P.ANON:
                 if not even_cows:
                     continue
@@ -395,7 +383,7 @@ class MM:
         """Pre-2.6.19 msync: move PTE dirty bits to the pages (``msync_pte_range``)."""
         assert vma.mapping is not None
         base = (vma.start >> PAGE_SHIFT) - vma.pgoff
-        for vpn, bits in list(self._ptes_between(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT)):
+        for vpn, bits in list(self.ptes.between(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT)):
             if bits & P.DIRTY and not bits & (P.ANON | P.ZERO):
                 self.ptes[vpn] = bits & ~P.DIRTY
                 page = vma.mapping.pages.get(vpn - base)

@@ -53,11 +53,11 @@ def pages_spanned(offset: int, length: int) -> range:
 class Page:
     """One page of a file's page cache (kernel: ``struct folio`` of order 0).
 
-    ``private`` belongs to the filesystem (the kernel's ``folio->private``, where
-    buffer heads live); the page cache never looks at it.
+    What a filesystem attaches to a page (the kernel's ``folio->private``) it keeps in
+    its own tables by index: a slot here would cost every cached page 8 bytes.
     """
 
-    __slots__ = ("data", "dirty", "index", "locked", "mapping", "private", "uptodate", "writeback")
+    __slots__ = ("data", "dirty", "index", "locked", "mapping", "uptodate", "writeback")
 
     def __init__(
         self, mapping: AddressSpace, index: int, contents: bytes | memoryview | None = None
@@ -75,7 +75,6 @@ class Page:
         self.dirty = False
         self.writeback = False
         self.locked = False
-        self.private: object = None
 
     def __repr__(self) -> str:
         flags = "".join(
@@ -134,7 +133,7 @@ class Page:
         self.writeback = False
         mapping = self.mapping
         if mapping is not None:
-            mapping.writeback_tag.pop(self.index, None)
+            mapping.writeback_tag.discard(self.index)
             if mapping.bdi is not None:
                 mapping.bdi.account_writeback_end()
         if _WB_WAITERS:
@@ -222,24 +221,182 @@ class ErrSeq:
         return 0, since
 
 
-class PageTag(dict[int, None]):
-    """The page indices carrying one page-cache tag (kernel: an xarray mark such as
-    PAGECACHE_TAG_DIRTY).
+# The page cache and its marks are kept the way the kernel's xarray keeps them: in nodes
+# of 64 slots (XA_CHUNK_SIZE), one per 64 consecutive indices that hold anything, made
+# with the node's first entry and freed with its last.  An untouched range costs nothing,
+# a densely cached file about 9 bytes a page for the slots and under 2 for each mark,
+# and every walk goes in index order.  (A dict keyed by index costs 30 to 120 bytes an
+# entry, depending on how full its table happens to be, plus the key's int.)
+XA_CHUNK_SHIFT = 6
+XA_CHUNK_SIZE = 1 << XA_CHUNK_SHIFT
+XA_CHUNK_MASK = XA_CHUNK_SIZE - 1
 
-    Used as a set of ints (``in``, ``len``, iteration, ``add``, ``discard``), stored as
-    the keys of a dict: about half the memory of a ``set`` at most sizes, since a set
-    keeps its table at most 60 % full and a dict packs its entries.
+
+def _node_numbers(nodes: dict[int, object], first: int, last: int | None) -> list[int]:
+    """The numbers of the nodes that may hold indices ``first..last``, in order."""
+    lo = first >> XA_CHUNK_SHIFT
+    hi = (last >> XA_CHUNK_SHIFT) if last is not None else None
+    if hi is not None and hi - lo < len(nodes):
+        return [n for n in range(lo, hi + 1) if n in nodes]
+    return sorted(n for n in nodes if n >= lo and (hi is None or n <= hi))
+
+
+class PageCache:
+    """A file's cached pages by index (kernel: the xarray ``mapping->i_pages``).
+
+    Used as a dict from index to ``Page`` (``get``, ``[]``, ``in``, ``len``, ``del``,
+    ``pop``, iteration, ``items``, ``values``); iteration is in index order.  Stored as
+    nodes of 64 slots, each a list with the count of its pages in a 65th slot.
     """
 
-    __slots__ = ()
+    __slots__ = ("_count", "_nodes")
 
-    add = dict.setdefault  # add(index): the value is None
-
-    def discard(self, index: int) -> None:
-        self.pop(index, None)
+    def __init__(self) -> None:
+        self._nodes: dict[int, list[Page | None | int]] = {}
+        self._count = 0
 
     def __repr__(self) -> str:
-        return f"PageTag({sorted(self)!r})"
+        return f"<PageCache {self._count} pages in {len(self._nodes)} nodes>"
+
+    def get(self, index: int) -> Page | None:
+        node = self._nodes.get(index >> XA_CHUNK_SHIFT)
+        return None if node is None else node[index & XA_CHUNK_MASK]  # type: ignore[return-value]
+
+    def __getitem__(self, index: int) -> Page:
+        page = self.get(index)
+        if page is None:
+            raise KeyError(index)
+        return page
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and self.get(index) is not None
+
+    def __setitem__(self, index: int, page: Page) -> None:
+        if index < 0:
+            raise KeyError(f"page index {index} is negative")
+        n = index >> XA_CHUNK_SHIFT
+        node = self._nodes.get(n)
+        if node is None:
+            node = self._nodes[n] = [None] * XA_CHUNK_SIZE + [0]
+        slot = index & XA_CHUNK_MASK
+        if node[slot] is None:
+            node[XA_CHUNK_SIZE] += 1  # type: ignore[operator]
+            self._count += 1
+        node[slot] = page
+
+    def __delitem__(self, index: int) -> None:
+        n = index >> XA_CHUNK_SHIFT
+        node = self._nodes.get(n)
+        slot = index & XA_CHUNK_MASK
+        if node is None or node[slot] is None:
+            raise KeyError(index)
+        node[slot] = None
+        self._count -= 1
+        left: int = node[XA_CHUNK_SIZE] - 1  # type: ignore[operator]
+        if left:
+            node[XA_CHUNK_SIZE] = left
+        else:
+            del self._nodes[n]
+
+    def pop(self, index: int, default: Page | None = None) -> Page | None:
+        page = self.get(index)
+        if page is None:
+            return default
+        del self[index]
+        return page
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[int]:
+        return (index for index, _ in self.items())
+
+    def values(self) -> Iterator[Page]:
+        return (page for _, page in self.items())
+
+    def items(self, first: int = 0, last: int | None = None) -> Iterator[tuple[int, Page]]:
+        """(index, page) for the cached pages with ``first <= index <= last``, in order.
+
+        A page added or removed during the walk is seen or not as in the kernel's
+        RCU walk: a node already passed is not looked at again.
+        """
+        nodes = self._nodes
+        for n in _node_numbers(nodes, first, last):
+            node = nodes.get(n)
+            if node is None:
+                continue
+            base = n << XA_CHUNK_SHIFT
+            for slot in range(XA_CHUNK_SIZE):
+                page = node[slot]
+                if page is not None:
+                    index = base + slot
+                    if index >= first and (last is None or index <= last):
+                        yield index, page  # type: ignore[misc]
+
+
+class PageTag:
+    """The page indices carrying one page-cache mark (kernel: an xarray mark such as
+    PAGECACHE_TAG_DIRTY).
+
+    Used as a set of ints (``in``, ``len``, iteration in index order, ``add``,
+    ``discard``); stored as the kernel stores a mark, one bit per index in a word per
+    node of 64 indices, so a walk of the marked pages skips the unmarked nodes.
+    """
+
+    __slots__ = ("_count", "_words")
+
+    def __init__(self) -> None:
+        self._words: dict[int, int] = {}
+        self._count = 0
+
+    def add(self, index: int) -> None:
+        n = index >> XA_CHUNK_SHIFT
+        bit = 1 << (index & XA_CHUNK_MASK)
+        words = self._words
+        word = words.get(n, 0)
+        if not word & bit:
+            words[n] = word | bit
+            self._count += 1
+
+    def discard(self, index: int) -> None:
+        n = index >> XA_CHUNK_SHIFT
+        bit = 1 << (index & XA_CHUNK_MASK)
+        words = self._words
+        word = words.get(n, 0)
+        if word & bit:
+            word ^= bit
+            if word:
+                words[n] = word
+            else:
+                del words[n]
+            self._count -= 1
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int) or index < 0:
+            return False
+        return bool(self._words.get(index >> XA_CHUNK_SHIFT, 0) >> (index & XA_CHUNK_MASK) & 1)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[int]:
+        return self.between(0, None)
+
+    def between(self, first: int, last: int | None) -> Iterator[int]:
+        """The marked indices with ``first <= index <= last``, in order."""
+        words = self._words
+        for n in _node_numbers(words, first, last):
+            word = words.get(n, 0)
+            base = n << XA_CHUNK_SHIFT
+            while word:
+                low = word & -word
+                index = base + low.bit_length() - 1
+                if index >= first and (last is None or index <= last):
+                    yield index
+                word ^= low
+
+    def __repr__(self) -> str:
+        return f"PageTag({list(self)!r})"
 
 
 class AddressSpace:
@@ -258,7 +415,7 @@ class AddressSpace:
 
     def __init__(self, host: object = None) -> None:
         self.host = host
-        self.pages: dict[int, Page] = {}
+        self.pages = PageCache()
         self.dirty_tag = PageTag()
         self.writeback_tag = PageTag()
         self.i_mmap: set[Mapper] = set()
@@ -325,7 +482,7 @@ class AddressSpace:
         if not page.dirty:
             return False
         page.dirty = False
-        self.dirty_tag.pop(page.index, None)
+        self.dirty_tag.discard(page.index)
         bdi = self.bdi
         if bdi is not None and page.mapping is self:
             if not was_dirty:  # a dirty PTE's store, seen only now (folio_mark_dirty)
@@ -337,19 +494,18 @@ class AddressSpace:
         """Drop the dirty state without writing (truncate; ``folio_cancel_dirty``)."""
         was_dirty = page.dirty and page.mapping is self
         page.dirty = False
-        self.dirty_tag.pop(page.index, None)
+        self.dirty_tag.discard(page.index)
         if was_dirty and self.bdi is not None:
             self.bdi.account_page_cleaned(self, cancelled=True)
 
-    def dirty_indices(self) -> list[int]:
-        """Indices of dirty pages in file order (a walk of the dirty tag)."""
-        return sorted(self.dirty_tag)
+    def dirty_indices(self, first: int = 0, last: int | None = None) -> list[int]:
+        """Indices of dirty pages ``first..last`` in file order (a walk of the dirty tag)."""
+        return list(self.dirty_tag.between(first, last))
 
     def iter_pages(self, first: int = 0, last: int | None = None) -> Iterator[Page]:
         """Cached pages with ``first <= index <= last``, in index order."""
-        keys = sorted(i for i in self.pages if i >= first and (last is None or i <= last))
-        for i in keys:
-            yield self.pages[i]
+        for _, page in self.pages.items(first, last):
+            yield page
 
     # -- removal ------------------------------------------------------------------------
     def unmap_mapping_range(
@@ -372,8 +528,8 @@ class AddressSpace:
         if self.pages.get(page.index) is not page:
             raise KeyError(f"{page!r} is not in {self!r}")
         del self.pages[page.index]
-        self.dirty_tag.pop(page.index, None)
-        self.writeback_tag.pop(page.index, None)
+        self.dirty_tag.discard(page.index)
+        self.writeback_tag.discard(page.index)
         bdi = self.bdi
         if bdi is not None:  # a removed page no longer counts (its I/O is not waited for)
             if page.dirty:

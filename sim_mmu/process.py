@@ -47,6 +47,7 @@ _PRESENT, _WRITE, _DIRTY, _YOUNG, _ANON, _ZERO = (
     P.ZERO,
 )
 _WRITE_HIT = _PRESENT | _WRITE
+_LEAF_SHIFT, _LEAF_MASK = P.LEAF_SHIFT, P.LEAF_MASK
 _DY = _DIRTY | _YOUNG
 _LIVELOCK = 10_000  # faults on one address without progress before we call it a bug
 _RESCHED = 64  # faults between trio checkpoints (cond_resched)
@@ -224,16 +225,17 @@ class Process:
         else:
             src = memoryview(data).cast("B")
         n = len(src)
-        ptes = self.mm.ptes
+        leaves = self.mm.ptes.leaves  # the page table walk is the hardware's
         pos = 0
         stuck = 0
         while pos < n:
             a = addr + pos
             vpn = a >> PAGE_SHIFT
-            bits = ptes.get(vpn)
-            if bits is not None and bits & _WRITE_HIT == _WRITE_HIT:
+            leaf = leaves.get(vpn >> _LEAF_SHIFT)
+            bits = leaf[vpn & _LEAF_MASK] if leaf is not None else 0
+            if bits & _WRITE_HIT == _WRITE_HIT:
                 if bits & _DY != _DY:
-                    ptes[vpn] = bits | _DY
+                    leaf[vpn & _LEAF_MASK] = bits | _DY  # type: ignore[index]
                 off = a & PAGE_MASK
                 chunk = n - pos if n - pos <= PAGE_SIZE - off else PAGE_SIZE - off
                 buf = self._page_buffer(vpn, bits, a)
@@ -260,17 +262,18 @@ class Process:
         """Load ``length`` bytes from ``addr`` (fewer only if a handler abandoned it)."""
         if not self.alive:
             raise ProcessExited(f"process {self.pid} has exited")
-        ptes = self.mm.ptes
+        leaves = self.mm.ptes.leaves
         out: bytes | bytearray = b""
         pos = 0
         stuck = 0
         while pos < length:
             a = addr + pos
             vpn = a >> PAGE_SHIFT
-            bits = ptes.get(vpn)
-            if bits is not None and bits & _PRESENT:
+            leaf = leaves.get(vpn >> _LEAF_SHIFT)
+            bits = leaf[vpn & _LEAF_MASK] if leaf is not None else 0
+            if bits & _PRESENT:
                 if not bits & _YOUNG:
-                    ptes[vpn] = bits | _YOUNG
+                    leaf[vpn & _LEAF_MASK] = bits | _YOUNG  # type: ignore[index]
                 off = a & PAGE_MASK
                 chunk = length - pos if length - pos <= PAGE_SIZE - off else PAGE_SIZE - off
                 piece = self._page_buffer(vpn, bits, a)[off : off + chunk]

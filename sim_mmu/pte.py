@@ -1,9 +1,12 @@
-"""Page-table entries: a sparse table of small integers.
+"""Page-table entries: a sparse table of PTE bits, in leaves of 64 as the kernel's are.
 
-An mm's page table is one ``dict`` from virtual page number to an ``int`` of PTE bits.
-A missing key is ``pte_none``; nothing at all is allocated for untouched pages, so a
-terabyte mapping costs nothing until touched.  The bits are small integers (Python
-caches them), so an entry costs one dict slot.
+An mm's page table maps a virtual page number to an ``int`` of PTE bits.  It is kept the
+way the hardware's is: in leaves (the kernel's PTE pages, here of 64 entries, one byte
+each), one per 64 consecutive virtual pages that hold any entry, made with the first
+entry and freed with the last.  An untouched range costs nothing, so a terabyte mapping
+costs nothing until touched, and a densely touched one about 2 bytes a page.  A missing
+entry is ``pte_none``; a byte of a leaf holds the bits with ``_USED`` set, so an entry
+whose bits are all clear (a PROT_NONE page that lost its young bit) is still an entry.
 
 A file page's PTE does not store the page: the page is found through the VMA (its file
 mapping and ``pgoff``), the way the kernel's rmap finds it through ``vma->vm_pgoff``.
@@ -15,6 +18,7 @@ mm's ``anon`` dict beside the PTE (bit ``ANON``); the shared zero page is bit ``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from sim_mmu.page import PAGE_SIZE
@@ -25,6 +29,107 @@ DIRTY = 0x04
 YOUNG = 0x08
 ANON = 0x10  # maps mm.anon[vpn], not a page-cache page
 ZERO = 0x20  # maps the shared zero page (read-only)
+_USED = 0x80  # in a leaf's byte: an entry is there (not pte_none)
+
+LEAF_SHIFT = 6
+LEAF_SIZE = 1 << LEAF_SHIFT
+LEAF_MASK = LEAF_SIZE - 1
+
+
+class PageTable:
+    """One mm's PTEs by virtual page number; used as a dict of ``int`` bits.
+
+    ``get``, ``[]``, ``in``, ``len``, ``del``, ``pop``, ``items``/``between`` (in address
+    order).  ``leaves`` (leaf number → ``bytearray``: 64 entries, then the count of
+    entries) is what the "hardware" walks in the load/store loop of ``sim_mmu.process``:
+    a byte there is ``bits | USED``, or 0 for pte_none.
+    """
+
+    USED = _USED
+    __slots__ = ("_count", "leaves")
+
+    def __init__(self) -> None:
+        self.leaves: dict[int, bytearray] = {}
+        self._count = 0
+
+    def __repr__(self) -> str:
+        return f"<PageTable {self._count} entries in {len(self.leaves)} leaves>"
+
+    def get(self, vpn: int) -> int | None:
+        leaf = self.leaves.get(vpn >> LEAF_SHIFT)
+        if leaf is None:
+            return None
+        b = leaf[vpn & LEAF_MASK]
+        return b ^ _USED if b else None
+
+    def __getitem__(self, vpn: int) -> int:
+        bits = self.get(vpn)
+        if bits is None:
+            raise KeyError(vpn)
+        return bits
+
+    def __contains__(self, vpn: object) -> bool:
+        return isinstance(vpn, int) and self.get(vpn) is not None
+
+    def __setitem__(self, vpn: int, bits: int) -> None:
+        if not 0 <= bits < _USED:
+            raise ValueError(f"PTE bits {bits:#x} out of range")
+        n = vpn >> LEAF_SHIFT
+        leaf = self.leaves.get(n)
+        if leaf is None:
+            leaf = self.leaves[n] = bytearray(LEAF_SIZE + 1)
+        slot = vpn & LEAF_MASK
+        if not leaf[slot]:
+            leaf[LEAF_SIZE] += 1
+            self._count += 1
+        leaf[slot] = bits | _USED
+
+    def __delitem__(self, vpn: int) -> None:
+        n = vpn >> LEAF_SHIFT
+        leaf = self.leaves.get(n)
+        slot = vpn & LEAF_MASK
+        if leaf is None or not leaf[slot]:
+            raise KeyError(vpn)
+        leaf[slot] = 0
+        self._count -= 1
+        if leaf[LEAF_SIZE] == 1:
+            del self.leaves[n]  # free_pte_range: the leaf went with its last entry
+        else:
+            leaf[LEAF_SIZE] -= 1
+
+    def pop(self, vpn: int, default: int | None = None) -> int | None:
+        bits = self.get(vpn)
+        if bits is None:
+            return default
+        del self[vpn]
+        return bits
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[int]:
+        return (vpn for vpn, _ in self.items())
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        return self.between(0, 1 << 64)
+
+    def between(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        """(vpn, bits) of the entries with ``lo <= vpn < hi``, in order."""
+        leaves = self.leaves
+        first, last = lo >> LEAF_SHIFT, (hi - 1) >> LEAF_SHIFT
+        if last - first < len(leaves):
+            numbers = [n for n in range(first, last + 1) if n in leaves]
+        else:
+            numbers = sorted(n for n in leaves if first <= n <= last)
+        for n in numbers:
+            leaf = leaves.get(n)
+            if leaf is None:
+                continue
+            base = n << LEAF_SHIFT
+            for slot in range(LEAF_SIZE):
+                b = leaf[slot]
+                if b and lo <= base + slot < hi:
+                    yield base + slot, b ^ _USED
 
 
 class AnonPage:

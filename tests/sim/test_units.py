@@ -304,3 +304,73 @@ async def test_find_vma_follows_splits_merges_and_unmaps() -> None:
     await proc.munmap(addr, 4 * PAGE)
     assert mm.find_vma(addr + 3 * PAGE) is None
     assert mm.find_vma(addr) is None
+
+
+def test_page_cache_is_a_dict_in_nodes_of_64() -> None:
+    from sim_mmu.page import XA_CHUNK_SIZE, AddressSpace
+
+    mapping = AddressSpace()
+    cache = mapping.pages
+    indices = [0, 63, 64, 5000, 1 << 40]
+    pages = {i: mapping.add_page(i) for i in reversed(indices)}
+    assert len(cache) == 5
+    assert list(cache) == indices  # index order, whatever the order of insertion
+    assert [p.index for p in cache.values()] == indices
+    assert [i for i, _ in cache.items(64, 5000)] == [64, 5000]
+    assert cache[63] is pages[63]
+    assert cache.get(62) is None
+    assert 62 not in cache
+    assert "x" not in cache
+    assert len(cache._nodes) == 4  # 0 and 63 share a node
+    with pytest.raises(KeyError):
+        mapping.add_page(63)
+    mapping.delete_page(pages[0])
+    assert len(cache._nodes) == 4  # 63 still holds its node
+    mapping.delete_page(pages[63])
+    assert len(cache._nodes) == 3  # the node went with its last page
+    with pytest.raises(KeyError):
+        del cache[63]
+    assert cache.pop(63) is None
+    assert cache.pop(64) is pages[64]
+    with pytest.raises(KeyError):
+        cache[-1] = pages[5000]
+    assert XA_CHUNK_SIZE == 64
+
+
+def test_page_tag_walks_ranges_in_order() -> None:
+    from sim_mmu.page import PageTag
+
+    tag = PageTag()
+    for i in (1 << 40, 700, 3, 64, 63, 3):
+        tag.add(i)
+    assert len(tag) == 5
+    assert list(tag) == [3, 63, 64, 700, 1 << 40]
+    assert list(tag.between(4, 700)) == [63, 64, 700]
+    assert list(tag.between(65, None)) == [700, 1 << 40]
+    assert -1 not in tag
+    tag.discard(64)
+    tag.discard(64)
+    assert len(tag) == 4
+    assert 64 not in tag
+    assert 63 in tag
+
+
+def test_page_table_keeps_entries_whose_bits_are_all_clear() -> None:
+    from sim_mmu.pte import LEAF_SIZE, PageTable
+
+    ptes = PageTable()
+    ptes[5] = 0  # present-less and old: a PROT_NONE page after fork, still an entry
+    assert 5 in ptes
+    assert ptes.get(5) == 0
+    assert ptes.get(6) is None
+    ptes[LEAF_SIZE * 3] = 0x0F
+    assert list(ptes.items()) == [(5, 0), (LEAF_SIZE * 3, 0x0F)]
+    assert list(ptes.between(6, LEAF_SIZE * 3 + 1)) == [(LEAF_SIZE * 3, 0x0F)]
+    assert len(ptes) == 2
+    with pytest.raises(ValueError, match="out of range"):
+        ptes[7] = 0x80
+    del ptes[5]
+    assert len(ptes.leaves) == 1
+    assert ptes.pop(5) is None
+    with pytest.raises(KeyError):
+        del ptes[5]
