@@ -554,8 +554,11 @@ class DirtyRecorder:
                             label=f"{d}: its share (wb_thresh)")  # fmt: skip
         ax1.set_ylabel("pages (machine)")
         ax1.set_ylim(bottom=0)
-        ax1.set_title("dirty pages and the thresholds" + (
-            " (the device's own pages on the right axis)" if small else ""), fontsize="medium")
+        ax1.set_title(
+            "dirty pages and the thresholds"
+            + (" (the device's own pages on the right axis)" if small else ""),
+            fontsize="medium",
+        )
         handles, labels = ax1.get_legend_handles_labels()
         if small:
             dev_ax.set_ylabel("pages (device)")
