@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import errno
-import logging
 import os
 import stat
 import time
@@ -48,27 +47,15 @@ from . import introspect, xattrs
 from .directory import NAME_MAX, Directory, check_name
 from .errors import FsError
 from .filedata import FileData, VmCounters
+from .flusher import Writeback
 from .fsck import check_filesystem
 from .inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode, StatFs
-from .namespace import Namespace
 from .policy import DEFAULT_POLICY, Policy, parse_policy
 from .rename import RENAME_EXCHANGE, RENAME_NOREPLACE, rename_entry
 from .space import BLOCK_SIZE, BlockPool, SpaceStats
 from .store import MEMORY, Store
 from .throttle import CHARGED_TASK, DirtyConfig, DirtyThrottle, Writer
 from .vm import BackingCache, SimFile
-
-log = logging.getLogger(__name__)
-
-# With a store: a file with this many dirty pages (128 MiB) is written back and committed
-# in the background, which bounds what one commit copies from the page cache.  Not for
-# speed: measured here, smaller batches made write + fsync slower, not faster (the
-# SQLite thread and the serving thread contend for the GIL).
-STORE_BATCH_PAGES = 32768
-
-# The flusher's shortest period: one centisecond, the unit of the kernel's
-# dirty_writeback_centisecs.
-MIN_WRITEBACK_INTERVAL = 0.01
 
 __all__ = [
     "FALLOC_FL_KEEP_SIZE",
@@ -121,7 +108,7 @@ class VmStats:
     lost_bytes: int
 
 
-class Filesystem(Namespace):
+class Filesystem(Writeback):
     """One mounted filesystem (a ``super_block``).
 
     Write notification: ``policy`` (see :mod:`fusefs.policy`) governs files mapped by
@@ -380,54 +367,6 @@ class Filesystem(Namespace):
         if self.store.persistent:
             self.store.settings_changed()
 
-    async def sync(self) -> None:
-        """``sync``/``syncfs``: write back every dirty page and commit the store (FsError
-        when the store cannot take it; the state stays noted for the next commit)."""
-        await self.writeback()
-        await self.store.commit_async()
-
-    async def close(self) -> None:
-        """The end of the mount: write back and commit everything and let go of the
-        store (FsError when the last commit failed).  Memory only: nothing to do."""
-        if not self.store.persistent:
-            return
-        try:
-            await self.sync()
-        finally:
-            self.store.close()
-
-    async def commit_batch(self) -> None:
-        """The flusher's periodic commit: what it wrote back and every metadata change
-        since the last commit.  A failure is logged and retried at the next one."""
-        if not self.store.persistent:
-            return
-        try:
-            await self.store.commit_async(checkpoint=True)
-        except FsError as exc:
-            log.warning("store commit failed (retried later): %s", exc)
-
-    def _store_batch_due(self, inode: Inode) -> None:
-        """After write(2) to a store: once a file holds STORE_BATCH_PAGES dirty pages,
-        write them back and commit them in the background (the flusher's nursery), as
-        the kernel's background writeback above ``dirty_background``."""
-        data = inode.data
-        if (
-            data is None
-            or len(data.mapping.dirty_tag) < STORE_BATCH_PAGES
-            or inode.ino in self._store_batches
-            or self._flusher_nursery is None
-        ):
-            return
-        self._store_batches.add(inode.ino)
-        self._flusher_nursery.start_soon(self._store_batch, inode.ino, data)
-
-    async def _store_batch(self, ino: int, data: FileData) -> None:
-        try:
-            await data.writeback()
-            await self.commit_batch()
-        finally:
-            self._store_batches.discard(ino)
-
     # -- extended attributes ------------------------------------------------------------
     def getxattr(self, ino: int, name: bytes, ctx: Ctx) -> bytes:
         if name == xattrs.SECURITY_CAPABILITY:
@@ -455,79 +394,6 @@ class Filesystem(Namespace):
         xattrs.remove(inode, name, ctx)
         inode.touch_changed(self.clock())
 
-    # -- writeback ----------------------------------------------------------------------
-    async def writeback(self, ino: int | None = None) -> None:
-        """Write back dirty pages of one file, or of every file (``sync``)."""
-        if ino is not None:
-            await self.file_data(ino).writeback()
-            return
-        for inode in list(self.inodes.values()):
-            if inode.data is not None and inode.data.mapping.dirty_tag:
-                await inode.data.writeback()
-
-    def set_flusher(self, *, interval: float | None = None, expire: float | None = None) -> None:
-        """Set the flusher's period and the age at which dirty data is written (seconds;
-        kernel ``dirty_writeback_centisecs``/``dirty_expire_centisecs``); EINVAL for a
-        value that is not a period of at least a centisecond (the kernel's unit; a
-        shorter one would keep the flusher spinning) or a non-negative age, changing
-        nothing."""
-        if interval is not None and not interval >= MIN_WRITEBACK_INTERVAL:
-            raise FsError(
-                errno.EINVAL,
-                f"writeback interval {interval} is below {MIN_WRITEBACK_INTERVAL} s "
-                "(dirty_writeback_centisecs counts centiseconds)",
-            )
-        if expire is not None and not expire >= 0:
-            raise FsError(errno.EINVAL, f"dirty expire {expire} is negative")
-        if interval is not None:
-            self.writeback_interval = float(interval)
-        if expire is not None:
-            self.dirty_expire = float(expire)
-        settings = self.dirty_config.settings  # the device's flusher uses the same
-        settings.dirty_writeback_interval = self.writeback_interval
-        settings.dirty_expire_interval = self.dirty_expire
-        self._flusher_kick.set()  # a sleeping flusher starts its new period now
-
-    async def run_flusher(
-        self,
-        *,
-        interval: float | None = None,
-        expire: float | None = None,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Every ``writeback_interval`` s, write back files dirty for ``dirty_expire`` s
-        or longer, and tell the mount about stores through mappings.
-
-        Kernel: the flusher's periodic ``wb_writeback`` with ``dirty_writeback_centisecs``
-        and ``dirty_expire_centisecs`` (5 s and 30 s by default).  Arguments given here
-        set the filesystem's values; later changes (``set_flusher``, the root's
-        ``user.mkwritefs.writeback_interval``/``dirty_expire``) apply at once.
-        """
-        if interval is not None or expire is not None:
-            self.set_flusher(interval=interval, expire=expire)
-        async with trio.open_nursery() as nursery:
-            self._flusher_nursery = nursery
-            try:
-                self._start_device_flusher()
-                task_status.started()
-                while True:
-                    self._flusher_kick = trio.Event()
-                    with trio.move_on_after(self.writeback_interval):
-                        await self._flusher_kick.wait()
-                        continue  # settings changed: sleep the new period from now
-                    self.notify_mapped_stores()
-                    await self._write_expired(trio.current_time())
-                    await self.commit_batch()
-            finally:
-                self._flusher_nursery = None
-
-    def _start_device_flusher(self) -> None:
-        """With the dirty model on, its device flusher (background writeback above the
-        background threshold) runs beside this one, in the same nursery."""
-        if self.dirty is not None and not self.dirty.flusher_running and self._flusher_nursery:
-            self.dirty.flusher_running = True
-            self._flusher_nursery.start_soon(self.dirty.run_flusher)
-
     # -- dirty throttling (fusefs.throttle: the sim_mmu model, KERNEL.md §4) ------------
     def set_dirty_throttle(self, mode: str) -> None:
         """Turn the dirty-page model on (``modern``, ``crude`` or ``off``: counting and
@@ -550,21 +416,6 @@ class Filesystem(Namespace):
                 self.dirty.attach(inode.data)
         self.balance_dirty = self.dirty.balance
         self._start_device_flusher()
-
-    async def _write_expired(self, now: float) -> None:
-        expire = self.dirty_expire
-        for inode in list(self.inodes.values()):
-            data = inode.data
-            if data is None or (inode.policy or self.policy) is Policy.SHMEM:
-                continue  # tmpfs has no writeback
-            if not data.mapping.dirty_tag:  # cleaned by truncate or fsync meanwhile
-                data.dirtied_when = None
-            elif data.dirtied_when is None:  # dirtied behind our back: start the clock
-                data.dirtied_when = now
-                if expire == 0:
-                    await data.writeback()
-            elif now - data.dirtied_when >= expire:
-                await data.writeback()
 
     # -- write notification (the vm operations live in fusefs.vm) -----------------------
     def set_policy(self, policy: Policy | str, ino: int | None = None) -> None:

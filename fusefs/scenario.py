@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fusefs.core import MIN_WRITEBACK_INTERVAL
+from fusefs.flusher import MIN_WRITEBACK_INTERVAL
 from fusefs.policy import Policy
 from sim_mmu.profile import PROFILES
 from sim_mmu.trace import Statistics
