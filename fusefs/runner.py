@@ -38,9 +38,10 @@ import trio
 import trio.testing
 
 from fusefs import store_fsck
-from fusefs.core import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, Filesystem
+from fusefs.core import Filesystem
 from fusefs.errors import FsError
 from fusefs.filedata import FileData
+from fusefs.handles import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from fusefs.inode import ROOT_INO, Ctx
 from fusefs.scenario import MISSING, PAGE, Per, Proc, Scenario, Step
 from fusefs.store import SqliteStore, mkfs

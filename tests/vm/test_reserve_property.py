@@ -11,7 +11,8 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusefs.core import FALLOC_FL_KEEP_SIZE, Filesystem, FsError
+from fusefs.core import Filesystem, FsError
+from fusefs.handles import FALLOC_FL_KEEP_SIZE
 from fusefs.vm import SimFile
 from sim_mmu import SIGBUS, MapFlags, Process, SigInfo, Simulation
 from sim_mmu.check import check_simulation

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from fusefs.core import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from fusefs.handles import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from fusefs.policy import Policy
 from sim_mmu import SimError
 
