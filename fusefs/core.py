@@ -52,6 +52,7 @@ from .handles import OpenFile, OpenFiles
 from .inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode, StatFs
 from .policy import DEFAULT_POLICY, Policy, parse_policy
 from .rename import RENAME_EXCHANGE, RENAME_NOREPLACE, rename_entry
+from .settings import Settings
 from .space import BLOCK_SIZE, BlockPool, SpaceStats
 from .store import MEMORY, Store
 from .throttle import DirtyConfig, DirtyThrottle
@@ -90,7 +91,7 @@ class VmStats:
     lost_bytes: int
 
 
-class Filesystem(OpenFiles):
+class Filesystem(OpenFiles, Settings):
     """One mounted filesystem (a ``super_block``).
 
     Write notification: ``policy`` (see :mod:`fusefs.policy`) governs files mapped by
@@ -191,12 +192,6 @@ class Filesystem(OpenFiles):
     def statistics(self) -> SpaceStats:
         return self.space.statistics()
 
-    def set_capacity(self, capacity_blocks: int) -> None:
-        """Resize at run time (``remount,size=``); EINVAL below the blocks in use."""
-        self.space.set_capacity(capacity_blocks)
-        if self.store.persistent:
-            self.store.settings_changed()
-
     # -- extended attributes ------------------------------------------------------------
     def getxattr(self, ino: int, name: bytes, ctx: Ctx) -> bytes:
         if name == xattrs.SECURITY_CAPABILITY:
@@ -223,59 +218,6 @@ class Filesystem(OpenFiles):
             introspect.refuse_change(name)
         xattrs.remove(inode, name, ctx)
         inode.touch_changed(self.clock())
-
-    # -- dirty throttling (fusefs.throttle: the sim_mmu model, KERNEL.md §4) ------------
-    def set_dirty_throttle(self, mode: str) -> None:
-        """Turn the dirty-page model on (``modern``, ``crude`` or ``off``: counting and
-        background writeback without throttling) or switch its model.  ``none`` (no model)
-        only while it was never on: EBUSY after.  The device is made at the first switch,
-        from ``dirty_config``; every regular file is attached to it."""
-        if mode == "none":
-            if self.dirty is not None:
-                raise FsError(errno.EBUSY, "the dirty model cannot be removed; use off")
-            return
-        if mode not in ("modern", "crude", "off"):
-            raise FsError(errno.EINVAL, f"dirty_throttle {mode!r}: none, off, crude or modern")
-        self.dirty_config.throttle = mode
-        if self.dirty is not None:
-            self.dirty.domain.throttle = mode
-            return
-        self.dirty = DirtyThrottle(self.dirty_config, fuse_policy=self.policy is Policy.FUSE)
-        for inode in self.inodes.values():
-            if inode.data is not None:
-                self.dirty.attach(inode.data)
-        self.balance_dirty = self.dirty.balance
-        self._start_device_flusher()
-
-    # -- write notification (the vm operations live in fusefs.vm) -----------------------
-    def set_policy(self, policy: Policy | str, ino: int | None = None) -> None:
-        """Set the filesystem's policy, or one file's (``policy=None`` not allowed)."""
-        parsed = parse_policy(policy)
-        if ino is None:
-            self.policy = parsed
-        else:
-            self.file_data(ino)
-            self.inode(ino).policy = parsed
-
-    def set_writeback_latency(self, seconds: float) -> None:
-        """Virtual seconds one batch of writeback I/O takes, for every file."""
-        if not seconds >= 0:
-            raise FsError(errno.EINVAL, "negative latency")
-        self.writeback_latency = seconds
-        for inode in self.inodes.values():
-            if inode.data is not None:
-                inode.data.io_latency = seconds
-
-    def inject_writeback_error(self, err: int, pages: int = 1) -> None:
-        """A failing disk: the next ``pages`` page writes of every regular file, and of
-        each file created later, fail with ``err`` (recorded on the mapping, reported
-        once per open file by fsync/msync); ``pages=0`` stops it."""
-        if pages < 0 or (pages and err <= 0):
-            raise FsError(errno.EINVAL, f"bad writeback fault {err}:{pages}")
-        self.writeback_fault = (err, pages) if pages else (0, 0)
-        for inode in self.inodes.values():
-            if inode.data is not None:
-                inode.data.inject_writeback_error(*self.writeback_fault)
 
     def open_file(
         self, ino: int, flags: int = os.O_RDWR, *, policy: Policy | str | None = None
