@@ -1,34 +1,32 @@
-"""The filesystem core: the namespace, open files, and the operations FUSE asks for.
+"""The filesystem core: :class:`Filesystem`, the object the adapter and the simulator call.
 
-This module owns the inode table, the directory tree, open file handles and the
-lookup counts the kernel holds, and it is the one entry point the pyfuse3 adapter
-(``fuse_ops.py``) and the simulator call.  It imports nothing from pyfuse3: every
-user-caused failure is an :class:`~fusefs.errors.FsError` with an errno.
+This module owns the assembly of the core and what concerns the filesystem as a whole:
+the constructor (every option and all the state), ``statfs`` and the figures, the
+extended-attribute requests (user attributes, :mod:`fusefs.xattrs`, and the
+``user.mkwritefs.*`` control interface, :mod:`fusefs.introspect`), the way simulated
+processes open files (:meth:`Filesystem.open_file`, :meth:`Filesystem.open_path`,
+giving a :class:`~fusefs.vm.SimFile`), rename (:mod:`fusefs.rename`) and fsck
+(:mod:`fusefs.fsck`).  It imports nothing from pyfuse3: every user-caused failure is
+an :class:`~fusefs.errors.FsError` with an errno.
+
+The rest of the core is in layers, each a class of its own module that calls only
+down, all of them sharing the state set here:
+
+* :mod:`fusefs.namespace` - the inode table, names, lookup references, attributes,
+  and the notes that keep the mount coherent with stores through mappings;
+* :mod:`fusefs.flusher` - writeback, the flusher, and a store's commits;
+* :mod:`fusefs.handles` - open files and open directories (the FUSE handles);
+* :mod:`fusefs.settings` - the run-time setters behind the control attributes.
 
 What it models: a tmpfs-like filesystem with a size limit (``shmem``), except that
 file data takes blocks with ext4-style delayed allocation: ``write(2)`` reserves a
 block for each hole page it dirties and writeback turns reservations into allocations
-(see :mod:`fusefs.filedata` and :mod:`fusefs.space`).
-
-Invariants (checked by :meth:`Filesystem.check`, an fsck run at the end of tests):
-
-* the pool's allocated/reserved counters equal the sum of every live file's blocks;
-* every directory entry names a live inode; a non-directory's ``nlink`` is the number
-  of entries naming it; a directory's ``nlink`` is 2 + its subdirectories;
-* an inode with ``nlink == 0`` stays (with its data and blocks) until its last lookup
-  reference is forgotten and its last open file released (``iput_final``).
-
-Simulated processes map files opened with :meth:`Filesystem.open_file` /
-:meth:`Filesystem.open_path` (:class:`~fusefs.vm.SimFile`); the vm operations and the
+(see :mod:`fusefs.filedata` and :mod:`fusefs.space`); the vm operations and the
 write-notification policies live in :mod:`fusefs.vm` and :mod:`fusefs.policy`.
-Coherence with the mount: stores through a writable PTE change pages without telling
-anyone, so ``page_mkwrite``/``fault`` note the file when a page becomes writable and
-:meth:`Filesystem.notify_mapped_stores` (called by whoever drives simulated stores, and
-by the flusher every interval) reports those files through ``on_invalidate``.
 
-The kernel checks mode bits itself (the adapter mounts with ``default_permissions``);
-the core enforces what only the filesystem can: EEXIST, ENOTEMPTY, EISDIR, ENOTDIR,
-EINVAL for a directory renamed into itself, the xattr rules, and space.
+Invariants (checked by :meth:`Filesystem.check`, an fsck run at the end of tests): the
+pool's allocated/reserved counters equal the sum of every live file's blocks, and the
+namespace's own (see :mod:`fusefs.namespace`).
 """
 
 from __future__ import annotations

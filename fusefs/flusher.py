@@ -28,7 +28,8 @@ from .namespace import Namespace
 from .policy import Policy
 from .throttle import DirtyConfig
 
-log = logging.getLogger(__name__)
+# The core's one logger, whichever of its layers speaks (the mount's log names it).
+log = logging.getLogger("fusefs.core")
 
 # With a store: a file with this many dirty pages (128 MiB) is written back and committed
 # in the background, which bounds what one commit copies from the page cache.  Not for
