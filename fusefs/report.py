@@ -43,7 +43,8 @@ from fusefs.report_svg import (
     shape,
     timeline_svg,
 )
-from fusefs.runner import PolicyResult, Run, _with_after
+from fusefs.run_results import PolicyResult
+from fusefs.runner import Run, _with_after
 from fusefs.scenario import Scenario, Step
 from fusefs.scenario_report import COUNTER_ROWS
 from sim_mmu.pte import PteView

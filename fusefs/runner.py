@@ -31,7 +31,6 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -43,6 +42,7 @@ from fusefs.errors import FsError
 from fusefs.filedata import FileData
 from fusefs.handles import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from fusefs.inode import ROOT_INO, Ctx
+from fusefs.run_results import ExpectationResult, Outcome, PolicyResult, TraceEvent
 from fusefs.scenario import MISSING, PAGE, Per, Proc, Scenario, Step
 from fusefs.store import SqliteStore, mkfs
 from fusefs.vm import SimFile
@@ -54,59 +54,6 @@ ROOT = Ctx(uid=0, gid=0, pid=1)
 XATTR = "user.mkwritefs."
 FLUSHER = 0  # the trace track of the flusher (and of kernel work without a process)
 _pid: contextvars.ContextVar[int] = contextvars.ContextVar("scenario_pid", default=FLUSHER)
-
-
-@dataclass(frozen=True)
-class ExpectationResult:
-    name: str
-    held: bool
-    detail: str
-    line: int = 0
-    seen: str = ""  # what was observed, short (a table cell)
-
-
-@dataclass(frozen=True)
-class TraceEvent:
-    time: float  # seconds: virtual until mount(), then real time continuing from there
-    track: int  # simulated pid; 0 = flusher/kernel
-    kind: str
-    detail: str
-    duration: float = 0.0  # > 0: a step that took time (a span in Perfetto)
-    page: int = -1  # the file page (pgoff) the event is about, -1: none
-
-
-@dataclass
-class PolicyResult:
-    policy: str
-    profile: str
-    counters: dict[str, Any]
-    expectations: list[ExpectationResult]
-    events: list[TraceEvent] = field(default_factory=list)
-    tracks: dict[int, str] = field(default_factory=dict)  # track id -> name
-    dirty_series: Any = None  # the dirty model's DirtyRecorder (record_interval set), or None
-
-    @property
-    def ok(self) -> bool:
-        return all(e.held for e in self.expectations)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "profile": self.profile,
-            "counters": self.counters,
-            "expectations": [
-                {"name": e.name, "held": e.held, "detail": e.detail} for e in self.expectations
-            ],
-        }
-
-
-@dataclass
-class Outcome:
-    """What an act step did: "ok", "sigbus", "partial", or an errno name."""
-
-    result: str
-    start: float
-    end: float
-    value: Any = None
 
 
 class Run:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from fusefs.runner import PolicyResult
+from fusefs.run_results import PolicyResult
 
 COUNTER_ROWS = ("stores_acknowledged", "sigbus", "mkwrite_calls", "writeback_errors",
                 "lost_bytes", "max_dirty_pages", "dirty_limit_pages", "free_blocks")  # fmt: skip
