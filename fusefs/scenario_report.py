@@ -1,6 +1,6 @@
 """Presenting scenario results: the side-by-side table, the JSON object, the traces.
 
-Pure functions of ``fusefs.runner.PolicyResult`` lists (no I/O but the file the caller
+Pure functions of ``fusefs.run_results.PolicyResult`` lists (no I/O but the file the caller
 passes), so the command line, tests and a later HTML report share them.
 
 Trace layout (Chrome trace-event JSON, opens in Perfetto and chrome://tracing): one
