@@ -81,6 +81,9 @@ ERROR = OOM | SIGBUS_F | SIGSEGV_F | HWPOISON
 GIVE_UP = ERROR | NOPAGE | RETRY
 RETRY_OR_ERROR = RETRY | ERROR
 
+USED = P.PageTable.USED
+LEAF_SHIFT, LEAF_MASK = P.LEAF_SHIFT, P.LEAF_MASK
+
 FL_WRITE = int(FaultFlag.WRITE)
 FL_MKWRITE = int(FaultFlag.MKWRITE)
 FL_USER = int(FaultFlag.USER)
@@ -103,7 +106,9 @@ async def handle_mm_fault(mm: MM, vma: Vma, address: int, flags: int, task: obje
     c = mm.sim.counters
     c.faults += 1
     vpn = address >> PAGE_SHIFT
-    bits = mm.ptes.get(vpn)
+    leaf = mm.ptes.leaves.get(vpn >> LEAF_SHIFT)  # pte_offset_map: the PTE's byte
+    b = leaf[vpn & LEAF_MASK] if leaf is not None else 0
+    bits = b ^ USED if b else None
     write = flags & FL_WRITE
     if bits is None:
         if vma.file is None:
@@ -171,8 +176,7 @@ async def do_read_fault(mm: MM, vma: Vma, address: int, vpn: int, flags: int, ta
     if page.mapping is not vma.mapping or vma.mapping is None:  # truncated: refault
         page.unlock()
         return NOPAGE
-    if vpn not in mm.ptes:  # finish_fault: only if nobody else installed one
-        mm.ptes[vpn] = PRESENT | YOUNG | vma.new_pte_write()
+    mm.ptes.set_if_none(vpn, PRESENT | YOUNG | vma.new_pte_write())  # finish_fault
     page.unlock()
     return ret & ~LOCKED
 
@@ -221,15 +225,17 @@ async def do_shared_fault(
         if not tmp or tmp & GIVE_UP:
             return tmp
         locked = profile.page_lock
-    ptes = mm.ptes
     mapping = vma.mapping
-    if page.mapping is not mapping or mapping is None or vpn in ptes:
+    if (
+        page.mapping is not mapping
+        or mapping is None
+        or not mm.ptes.set_if_none(vpn, PRESENT | YOUNG | DIRTY | (WRITE if vma.vm_write else 0))
+    ):
         # truncated while the hook slept (2.6.18: truncate_count changed), or another
         # thread installed the PTE first: back out, the access is retried.
         if locked:
             page.unlock()
         return NOPAGE
-    ptes[vpn] = PRESENT | YOUNG | DIRTY | (WRITE if vma.vm_write else 0)
     throttle = fault_dirty_shared_page(mm, vma, page, hook, locked)
     if throttle is not None:
         await throttle

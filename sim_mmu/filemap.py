@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from sim_mmu.errors import SimError
-from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, AddressSpace, Page
+from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, XA_CHUNK_MASK, XA_CHUNK_SHIFT, AddressSpace, Page
 from sim_mmu.protocols import AddressSpaceOperations, VmFault, VmFaultInfo
 
 _LOCKED = VmFault.LOCKED
@@ -36,10 +36,12 @@ async def filemap_fault(vmf: VmFaultInfo) -> VmFault:
     assert mapping is not None
     pgoff = vmf.pgoff
     pages = mapping.pages
+    nodes = pages.nodes
     while True:
         if pgoff >= (file.i_size + PAGE_MASK) >> PAGE_SHIFT:
             return VmFault.SIGBUS
-        page = pages.get(pgoff)
+        node = nodes.get(pgoff >> XA_CHUNK_SHIFT)  # pages.get(pgoff), inlined
+        page = node[pgoff & XA_CHUNK_MASK] if node is not None else None
         major = False
         if page is None:  # mapping.add_page(pgoff), inlined: we just saw the slot free
             page = pages[pgoff] = Page(mapping, pgoff)

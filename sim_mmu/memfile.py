@@ -40,7 +40,10 @@ class MemAops:
 
     async def readpage(self, page: Page) -> None:
         data = self.inode.store.get(page.index)
-        page.data[:] = _ZERO if data is None else data
+        if data is not None:
+            page.data[:] = data
+        # else a hole: the page is zeros already (a page is zeroed when it is made, and
+        # nothing writes to it before it is uptodate)
         page.uptodate = True
 
     async def writepage(self, page: Page) -> None:

@@ -245,21 +245,22 @@ class PageCache:
     """A file's cached pages by index (kernel: the xarray ``mapping->i_pages``).
 
     Used as a dict from index to ``Page`` (``get``, ``[]``, ``in``, ``len``, ``del``,
-    ``pop``, iteration, ``items``, ``values``); iteration is in index order.  Stored as
-    nodes of 64 slots, each a list with the count of its pages in a 65th slot.
+    ``pop``, iteration, ``items``, ``values``); iteration is in index order.  Stored in
+    ``nodes`` (node number → a list of 64 slots, then the count of its pages), which
+    the fault path reads directly, as the kernel's ``xas_load`` does.
     """
 
-    __slots__ = ("_count", "_nodes")
+    __slots__ = ("_count", "nodes")
 
     def __init__(self) -> None:
-        self._nodes: dict[int, list[Page | None | int]] = {}
+        self.nodes: dict[int, list[Page | None | int]] = {}
         self._count = 0
 
     def __repr__(self) -> str:
-        return f"<PageCache {self._count} pages in {len(self._nodes)} nodes>"
+        return f"<PageCache {self._count} pages in {len(self.nodes)} nodes>"
 
     def get(self, index: int) -> Page | None:
-        node = self._nodes.get(index >> XA_CHUNK_SHIFT)
+        node = self.nodes.get(index >> XA_CHUNK_SHIFT)
         return None if node is None else node[index & XA_CHUNK_MASK]  # type: ignore[return-value]
 
     def __getitem__(self, index: int) -> Page:
@@ -275,9 +276,9 @@ class PageCache:
         if index < 0:
             raise KeyError(f"page index {index} is negative")
         n = index >> XA_CHUNK_SHIFT
-        node = self._nodes.get(n)
+        node = self.nodes.get(n)
         if node is None:
-            node = self._nodes[n] = [None] * XA_CHUNK_SIZE + [0]
+            node = self.nodes[n] = [None] * XA_CHUNK_SIZE + [0]
         slot = index & XA_CHUNK_MASK
         if node[slot] is None:
             node[XA_CHUNK_SIZE] += 1  # type: ignore[operator]
@@ -286,7 +287,7 @@ class PageCache:
 
     def __delitem__(self, index: int) -> None:
         n = index >> XA_CHUNK_SHIFT
-        node = self._nodes.get(n)
+        node = self.nodes.get(n)
         slot = index & XA_CHUNK_MASK
         if node is None or node[slot] is None:
             raise KeyError(index)
@@ -296,7 +297,7 @@ class PageCache:
         if left:
             node[XA_CHUNK_SIZE] = left
         else:
-            del self._nodes[n]
+            del self.nodes[n]
 
     def pop(self, index: int, default: Page | None = None) -> Page | None:
         page = self.get(index)
@@ -320,7 +321,7 @@ class PageCache:
         A page added or removed during the walk is seen or not as in the kernel's
         RCU walk: a node already passed is not looked at again.
         """
-        nodes = self._nodes
+        nodes = self.nodes
         for n in _node_numbers(nodes, first, last):
             node = nodes.get(n)
             if node is None:

@@ -30,7 +30,7 @@ from sim_mmu import pte as P
 from sim_mmu.errors import SIGKILL, ProcessExited, SigInfo, SimError, SimSignal
 from sim_mmu.fault import do_user_addr_fault
 from sim_mmu.mm import MM
-from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, zero_page
+from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, XA_CHUNK_MASK, XA_CHUNK_SHIFT, zero_page
 from sim_mmu.profile import Profile, get_profile
 from sim_mmu.protocols import MapFlags, MappedFile, MsFlags, Prot
 from sim_mmu.trace import Counters, Event, Statistics, Trace
@@ -48,6 +48,7 @@ _PRESENT, _WRITE, _DIRTY, _YOUNG, _ANON, _ZERO = (
 )
 _WRITE_HIT = _PRESENT | _WRITE
 _LEAF_SHIFT, _LEAF_MASK = P.LEAF_SHIFT, P.LEAF_MASK
+_XA_SHIFT, _XA_MASK = XA_CHUNK_SHIFT, XA_CHUNK_MASK
 _DY = _DIRTY | _YOUNG
 _LIVELOCK = 10_000  # faults on one address without progress before we call it a bug
 _RESCHED = 64  # faults between trio checkpoints (cond_resched)
@@ -210,7 +211,9 @@ class Process:
         vma = self._vma
         if vma is None or vma.mm is not self.mm or not vma.start <= addr < vma.end:
             vma = self._vma_for(addr)
-        page = vma.mapping.pages.get(vma.pgoff + vpn - (vma.start >> PAGE_SHIFT))  # type: ignore[union-attr]
+        pgoff = vma.pgoff + vpn - (vma.start >> PAGE_SHIFT)
+        node = vma.mapping.pages.nodes.get(pgoff >> _XA_SHIFT)  # type: ignore[union-attr]
+        page = node[pgoff & _XA_MASK] if node is not None else None
         if page is None:
             raise RuntimeError(f"BUG: PTE at {addr:#x} maps a page not in the page cache")
         return page.data

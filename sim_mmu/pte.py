@@ -84,6 +84,24 @@ class PageTable:
             self._count += 1
         leaf[slot] = bits | _USED
 
+    def set_if_none(self, vpn: int, bits: int) -> bool:
+        """Install ``bits`` unless an entry is there already; True when installed.
+
+        What ``finish_fault`` does under the page-table lock: a racing fault that
+        installed the entry first wins, and this one backs out.
+        """
+        n = vpn >> LEAF_SHIFT
+        leaf = self.leaves.get(n)
+        if leaf is None:
+            leaf = self.leaves[n] = bytearray(LEAF_SIZE + 1)
+        slot = vpn & LEAF_MASK
+        if leaf[slot]:
+            return False
+        leaf[slot] = bits | _USED
+        leaf[LEAF_SIZE] += 1
+        self._count += 1
+        return True
+
     def __delitem__(self, vpn: int) -> None:
         n = vpn >> LEAF_SHIFT
         leaf = self.leaves.get(n)

@@ -321,13 +321,13 @@ def test_page_cache_is_a_dict_in_nodes_of_64() -> None:
     assert cache.get(62) is None
     assert 62 not in cache
     assert "x" not in cache
-    assert len(cache._nodes) == 4  # 0 and 63 share a node
+    assert len(cache.nodes) == 4  # 0 and 63 share a node
     with pytest.raises(KeyError):
         mapping.add_page(63)
     mapping.delete_page(pages[0])
-    assert len(cache._nodes) == 4  # 63 still holds its node
+    assert len(cache.nodes) == 4  # 63 still holds its node
     mapping.delete_page(pages[63])
-    assert len(cache._nodes) == 3  # the node went with its last page
+    assert len(cache.nodes) == 3  # the node went with its last page
     with pytest.raises(KeyError):
         del cache[63]
     assert cache.pop(63) is None
