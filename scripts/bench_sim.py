@@ -14,8 +14,13 @@ Measures, driven the same way from Python (one store or load per page):
 * ``sim_mkwrite_faults_per_s``: simulated first-touch store faults that call
   ``page_mkwrite`` (``->fault`` + hook + writable dirty PTE);
 * ``bulk_store_MiBps``: simulated stores of 1 MiB blocks to already-writable pages;
-* ``bytes_per_touched_page``: memory (tracemalloc) per page touched by a store,
-  page cache included; ``bytes_per_untouched_page`` for a mapping never touched;
+* ``bytes_per_touched_page``: memory (tracemalloc) per page touched by a store, page
+  cache, page table and dirty mark included, for consecutive pages: the most over
+  counts from 1,000 to 100,000 (``_min`` the least); ``_sparse``: the same for pages a
+  terabyte/count apart, each with a page-table leaf and a page-cache node of its own;
+  ``rss_bytes_per_touched_page``: what the kernel says a fresh process grew by (malloc's
+  own overhead included) for 100,000 consecutive pages;
+  ``bytes_per_untouched_page`` for a mapping never touched;
   ``pte_bytes_per_page``: what one more mapping of an already cached page costs;
 * ``floor_page_alloc_per_s``: the Python floor of a first touch without any MMU logic
   (allocate a cached page, touch its memory, tag it dirty, add a PTE).
@@ -31,9 +36,12 @@ import json
 import mmap
 import os
 import pstats
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
+from functools import partial
 
 import trio
 
@@ -130,7 +138,13 @@ async def _pte_memory(pages: int) -> float:
     return (t1 - t0) / pages
 
 
-async def _memory(pages: int) -> tuple[float, float]:
+async def _memory(pages: int, *, sparse: bool = False) -> tuple[float, float]:
+    """Bytes per page touched by a store (and per page of the mapping never touched).
+
+    Dense: ``pages`` consecutive pages, the way a file is used.  Sparse: one page every
+    terabyte / ``pages``, each in a page-table leaf and a page-cache node of its own
+    (the kernel too gives each such page its own PTE page and xarray node).
+    """
     sim = Simulation(trace=False)
     inode = MemInode(size=1 << 40)  # a terabyte
     proc = sim.spawn()
@@ -138,12 +152,44 @@ async def _memory(pages: int) -> tuple[float, float]:
     t0 = tracemalloc.get_traced_memory()[0]
     addr = await proc.mmap(1 << 40, RW, MapFlags.SHARED, inode.open())
     t1 = tracemalloc.get_traced_memory()[0]
-    stride = (1 << 40) // pages
+    stride = (1 << 40) // pages if sparse else PAGE_SIZE
     for i in range(pages):
         await proc.store(addr + i * stride, b"\x01")
     t2 = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return (t2 - t1) / pages, (t1 - t0) / ((1 << 40) // PAGE_SIZE)
+
+
+# a dict's table is 1/3 to 2/3 full depending on the count: look at several
+MEMORY_COUNTS = (1_000, 11_000, 20_000, 30_000, 50_000, 100_000)
+
+
+def _rss_probe(pages: int) -> None:
+    """In a fresh process: print the resident bytes per densely touched page."""
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * mmap.PAGESIZE
+
+    async def touch() -> float:
+        sim = Simulation(trace=False)
+        inode = MemInode(size=pages * PAGE_SIZE)
+        proc = sim.spawn()
+        addr = await proc.mmap(pages * PAGE_SIZE, RW, MapFlags.SHARED, inode.open())
+        before = rss()
+        for a in range(addr, addr + pages * PAGE_SIZE, PAGE_SIZE):
+            await proc.store(a, b"\x01")
+        return (rss() - before) / pages
+
+    print(trio.run(touch))
+
+
+def rss_per_page(pages: int) -> float:
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-probe", str(pages)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return float(out)
 
 
 def run(pages: int, directory: str) -> dict[str, float]:
@@ -155,7 +201,10 @@ def run(pages: int, directory: str) -> dict[str, float]:
         mkwrite = max(mkwrite, trio.run(_sim_faults, pages, True))
         read = max(read, trio.run(_sim_faults, pages, False))
     bulk = max(trio.run(_bulk_store, 512) for _ in range(2))
-    per_page, untouched = trio.run(_memory, 20_000)
+    dense = [trio.run(_memory, n)[0] for n in MEMORY_COUNTS]
+    sparse = [trio.run(partial(_memory, sparse=True), n)[0] for n in MEMORY_COUNTS]
+    untouched = trio.run(_memory, 1)[1]
+    rss = rss_per_page(100_000)
     pte_bytes = trio.run(_pte_memory, 20_000)
     floor = max(floor_page_alloc_per_s(pages) for _ in range(3))
     return {
@@ -166,7 +215,10 @@ def run(pages: int, directory: str) -> dict[str, float]:
         "kernel_readahead_faults_per_s": round(readahead),
         "mkwrite_vs_kernel_readahead_ratio": round(mkwrite / readahead, 3),
         "bulk_store_MiBps": round(bulk),
-        "bytes_per_touched_page": round(per_page),
+        "bytes_per_touched_page": round(max(dense)),
+        "bytes_per_touched_page_min": round(min(dense)),
+        "bytes_per_touched_page_sparse": round(max(sparse)),
+        "rss_bytes_per_touched_page": round(rss),
         "bytes_per_untouched_page": round(untouched, 6),
         "pte_bytes_per_page": round(pte_bytes),
         "floor_page_alloc_per_s": round(floor),
@@ -179,7 +231,11 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=100_000, help="pages per fault run")
     ap.add_argument("--dir", default="/var/tmp", help="local-disk directory for the kernel run")
     ap.add_argument("--profile", action="store_true", help="cProfile the mkwrite fault run")
+    ap.add_argument("--rss-probe", type=int, metavar="N", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_probe:
+        _rss_probe(args.rss_probe)
+        return
     if args.profile:
         prof = cProfile.Profile()
         prof.runcall(trio.run, _sim_faults, args.pages, True)

@@ -65,6 +65,31 @@ async def test_terabyte_mapping_costs_nothing_until_touched() -> None:
     assert inode.read(1 << 39, 3) == b"far"
 
 
+@pytest.mark.parametrize("pages", [700, 5_000])
+async def test_a_touched_page_costs_at_most_4k_and_256_bytes(pages: int) -> None:
+    import tracemalloc
+
+    sim = Simulation(trace=False)
+    proc = sim.spawn()
+    inode = MemInode(size=1 << 40)
+    addr = await proc.mmap(1 << 40, RW, SHARED, inode.open())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for a in range(addr, addr + pages * PAGE, PAGE):  # page data, cache, PTE, dirty mark
+            await proc.store(a, b"x")
+        per_page = (tracemalloc.get_traced_memory()[0] - before) / pages
+        await proc.munmap(addr, 1 << 40)
+        inode.truncate(0)
+        left = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert per_page <= PAGE + 256
+    assert not proc.mm.ptes.leaves
+    assert not inode.mapping.pages.nodes
+    assert left < 64 * pages  # the pages, leaves and nodes went back
+
+
 async def test_munmap_splits_and_frees() -> None:
     _, proc, _, _, addr = await mapped(4)
     await proc.store(addr, b"a" * 4 * PAGE)
