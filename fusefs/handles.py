@@ -9,8 +9,8 @@ fsyncdir and releasedir of directories.  The data itself is the page cache's
 Invariants: a handle is in exactly one table (files or directories) from its open to
 its release, and holds one ``opens`` count on its inode, so an unlinked inode lives
 until its last handle goes (``iput_final``); a writeback error is reported once per
-open file (``errseq``: ``file->f_wb_err``), to every open file that was open when it
-happened.
+open file (``errseq``: ``file->f_wb_err``, sampled at open, checked and advanced by
+fsync).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The results of playing a scenario: plain frozen records, no behaviour.
+"""The results of playing a scenario: plain records, no behaviour of their own.
 
 This module owns what a run hands to the command line, JSON, traces and reports
 (:mod:`fusefs.scenario_report`, :mod:`fusefs.report`): the verdict of each expectation

@@ -8,10 +8,11 @@ processes and files at the end.  The verdicts are :mod:`fusefs.run_verdicts`'s; 
 (clock, mount, order) is :mod:`fusefs.runner`'s.
 
 Invariants: every act step returns ``(result, value)``, ``result`` being "ok", "sigbus",
-"partial" or an errno name, and a step the story did not expect to fail raises
-:class:`RunAborted`; ``acked`` holds, per file and in order, exactly what writers were
-told is stored (a store through a shared mapping, what write(2) returned, truncates and
-punched holes), which the read-back after a store's unmount holds the filesystem to.
+"partial" or an errno name; a step that raises instead ends the run (``Run.step`` turns
+it into :class:`RunAborted`, reported as "ran every step" failing); ``acked`` holds,
+per file and in order, exactly what writers were told is stored (a store through a
+shared mapping, what write(2) returned, truncates and punched holes), which the
+read-back after a store's unmount holds the filesystem to.
 """
 
 from __future__ import annotations
