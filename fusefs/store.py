@@ -33,7 +33,7 @@ other I/O errors: EIO) rolls back and keeps everything noted for the next commit
 nothing is acknowledged that is not in the store, and the next ``fsync`` tries again.
 
 Sizes in memory: the noted sets hold indices, not copies of pages; a file with
-STORE_BATCH_PAGES dirty pages (fusefs.core) is written back and committed in the
+STORE_BATCH_PAGES dirty pages (fusefs.flusher) is written back and committed in the
 background, which bounds one commit.
 
 ``syncfs``: pyfuse3 (3.5) has no syncfs handler, and the kernel sends FUSE_SYNCFS only
