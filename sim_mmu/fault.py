@@ -176,7 +176,7 @@ async def do_read_fault(mm: MM, vma: Vma, address: int, vpn: int, flags: int, ta
     if page.mapping is not vma.mapping or vma.mapping is None:  # truncated: refault
         page.unlock()
         return NOPAGE
-    mm.ptes.set_if_none(vpn, PRESENT | YOUNG | vma.new_pte_write())  # finish_fault
+    mm.ptes.set_if_none(vpn, PRESENT | YOUNG | vma.new_pte_write(), page.data)  # finish_fault
     page.unlock()
     return ret & ~LOCKED
 
@@ -229,7 +229,9 @@ async def do_shared_fault(
     if (
         page.mapping is not mapping
         or mapping is None
-        or not mm.ptes.set_if_none(vpn, PRESENT | YOUNG | DIRTY | (WRITE if vma.vm_write else 0))
+        or not mm.ptes.set_if_none(
+            vpn, PRESENT | YOUNG | DIRTY | (WRITE if vma.vm_write else 0), page.data
+        )
     ):
         # truncated while the hook slept (2.6.18: truncate_count changed), or another
         # thread installed the PTE first: back out, the access is retried.

@@ -40,6 +40,13 @@ PAGE_MASK = PAGE_SIZE - 1
 
 PageIndex = NewType("PageIndex", int)
 
+# Pages removed from any page cache so far.  A simulated TLB entry made before the
+# latest removal is not trusted (``sim_mmu.pte.PageTable``): a correct filesystem zaps
+# the PTEs first, which flushes the entry anyway, but a buggy one that drops a mapped
+# page must meet the simulator's "maps a page not in the page cache", not a stale
+# buffer.
+REMOVALS = [0]
+
 _ZERO_PAGE = bytes(PAGE_SIZE)
 
 
@@ -340,42 +347,47 @@ class PageTag:
     PAGECACHE_TAG_DIRTY).
 
     Used as a set of ints (``in``, ``len``, iteration in index order, ``add``,
-    ``discard``); stored as the kernel stores a mark, one bit per index in a word per
-    node of 64 indices, so a walk of the marked pages skips the unmarked nodes.
+    ``discard``); stored as the kernel stores a mark, per node of 64 indices, so a walk
+    of the marked pages skips the unmarked nodes: here a byte per index (setting a
+    byte makes no new object, where setting a bit of an int word would make two), then
+    the count of marked indices, in a ``bytearray`` made with the node's first mark and
+    freed with its last.
     """
 
-    __slots__ = ("_count", "_words")
+    __slots__ = ("_count", "_nodes")
 
     def __init__(self) -> None:
-        self._words: dict[int, int] = {}
+        self._nodes: dict[int, bytearray] = {}
         self._count = 0
 
     def add(self, index: int) -> None:
         n = index >> XA_CHUNK_SHIFT
-        bit = 1 << (index & XA_CHUNK_MASK)
-        words = self._words
-        word = words.get(n, 0)
-        if not word & bit:
-            words[n] = word | bit
+        node = self._nodes.get(n)
+        if node is None:
+            node = self._nodes[n] = bytearray(XA_CHUNK_SIZE + 1)
+        slot = index & XA_CHUNK_MASK
+        if not node[slot]:
+            node[slot] = 1
+            node[XA_CHUNK_SIZE] += 1
             self._count += 1
 
     def discard(self, index: int) -> None:
         n = index >> XA_CHUNK_SHIFT
-        bit = 1 << (index & XA_CHUNK_MASK)
-        words = self._words
-        word = words.get(n, 0)
-        if word & bit:
-            word ^= bit
-            if word:
-                words[n] = word
-            else:
-                del words[n]
+        node = self._nodes.get(n)
+        slot = index & XA_CHUNK_MASK
+        if node is not None and node[slot]:
+            node[slot] = 0
             self._count -= 1
+            if node[XA_CHUNK_SIZE] == 1:
+                del self._nodes[n]
+            else:
+                node[XA_CHUNK_SIZE] -= 1
 
     def __contains__(self, index: object) -> bool:
         if not isinstance(index, int) or index < 0:
             return False
-        return bool(self._words.get(index >> XA_CHUNK_SHIFT, 0) >> (index & XA_CHUNK_MASK) & 1)
+        node = self._nodes.get(index >> XA_CHUNK_SHIFT)
+        return node is not None and bool(node[index & XA_CHUNK_MASK])
 
     def __len__(self) -> int:
         return self._count
@@ -385,16 +397,18 @@ class PageTag:
 
     def between(self, first: int, last: int | None) -> Iterator[int]:
         """The marked indices with ``first <= index <= last``, in order."""
-        words = self._words
-        for n in _node_numbers(words, first, last):
-            word = words.get(n, 0)
+        nodes = self._nodes
+        for n in _node_numbers(nodes, first, last):
+            node = nodes.get(n)
+            if node is None:
+                continue
             base = n << XA_CHUNK_SHIFT
-            while word:
-                low = word & -word
-                index = base + low.bit_length() - 1
+            slot = node.find(1, 0, XA_CHUNK_SIZE)
+            while slot >= 0:
+                index = base + slot
                 if index >= first and (last is None or index <= last):
                     yield index
-                word ^= low
+                slot = node.find(1, slot + 1, XA_CHUNK_SIZE)
 
     def __repr__(self) -> str:
         return f"PageTag({list(self)!r})"
@@ -529,6 +543,7 @@ class AddressSpace:
         if self.pages.get(page.index) is not page:
             raise KeyError(f"{page!r} is not in {self!r}")
         del self.pages[page.index]
+        REMOVALS[0] += 1
         self.dirty_tag.discard(page.index)
         self.writeback_tag.discard(page.index)
         bdi = self.bdi

@@ -30,7 +30,15 @@ from sim_mmu import pte as P
 from sim_mmu.errors import SIGKILL, ProcessExited, SigInfo, SimError, SimSignal
 from sim_mmu.fault import do_user_addr_fault
 from sim_mmu.mm import MM
-from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, XA_CHUNK_MASK, XA_CHUNK_SHIFT, zero_page
+from sim_mmu.page import (
+    PAGE_MASK,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    XA_CHUNK_MASK,
+    XA_CHUNK_SHIFT,
+    zero_page,
+)
+from sim_mmu.page import REMOVALS as _REMOVALS
 from sim_mmu.profile import Profile, get_profile
 from sim_mmu.protocols import MapFlags, MappedFile, MsFlags, Prot
 from sim_mmu.trace import Counters, Event, Statistics, Trace
@@ -203,7 +211,16 @@ class Process:
         return vma
 
     def _page_buffer(self, vpn: int, bits: int, addr: int) -> bytearray | bytes:
-        """The memory a present PTE maps (what the TLB would hand the CPU)."""
+        """The memory a present PTE maps (what the TLB hands the CPU), via the TLB."""
+        ptes = self.mm.ptes
+        if vpn == ptes.tlb_vpn and ptes.tlb_removals == _REMOVALS[0]:
+            return ptes.tlb_data  # type: ignore[return-value]
+        buf = self._walk(vpn, bits, addr)
+        ptes.tlb_vpn, ptes.tlb_data, ptes.tlb_removals = vpn, buf, _REMOVALS[0]
+        return buf
+
+    def _walk(self, vpn: int, bits: int, addr: int) -> bytearray | bytes:
+        """The memory a present PTE maps, found from the PTE (a TLB miss)."""
         if bits & _ANON:
             return self.mm.anon[vpn].data
         if bits & _ZERO:
@@ -228,7 +245,8 @@ class Process:
         else:
             src = memoryview(data).cast("B")
         n = len(src)
-        leaves = self.mm.ptes.leaves  # the page table walk is the hardware's
+        ptes = self.mm.ptes
+        leaves = ptes.leaves  # the page table walk is the hardware's
         pos = 0
         stuck = 0
         while pos < n:
@@ -241,7 +259,10 @@ class Process:
                     leaf[vpn & _LEAF_MASK] = bits | _DY  # type: ignore[index]
                 off = a & PAGE_MASK
                 chunk = n - pos if n - pos <= PAGE_SIZE - off else PAGE_SIZE - off
-                buf = self._page_buffer(vpn, bits, a)
+                if vpn == ptes.tlb_vpn and ptes.tlb_removals == _REMOVALS[0]:
+                    buf = ptes.tlb_data  # a TLB hit (PageTable.tlb_lookup, inlined)
+                else:
+                    buf = self._page_buffer(vpn, bits, a)
                 if chunk == n:
                     buf[off : off + n] = src  # type: ignore[index]
                 else:

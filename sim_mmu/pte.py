@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from sim_mmu.page import PAGE_SIZE
+from sim_mmu.page import PAGE_SIZE, REMOVALS
 
 PRESENT = 0x01
 WRITE = 0x02
@@ -46,11 +46,18 @@ class PageTable:
     """
 
     USED = _USED
-    __slots__ = ("_count", "leaves")
+    __slots__ = ("_count", "leaves", "tlb_data", "tlb_removals", "tlb_vpn")
 
     def __init__(self) -> None:
         self.leaves: dict[int, bytearray] = {}
         self._count = 0
+        # A one-entry TLB: the memory the entry at ``tlb_vpn`` maps, so the access that
+        # follows a fault, or the next access to the same page, need not find the page
+        # again.  Filled by ``set_if_none`` (update_mmu_cache) and by the load/store
+        # loop; every change of an entry through this class flushes it (flush_tlb_page).
+        self.tlb_vpn = -1
+        self.tlb_data: bytearray | bytes | None = None
+        self.tlb_removals = -1  # REMOVALS[0] when the entry was loaded
 
     def __repr__(self) -> str:
         return f"<PageTable {self._count} entries in {len(self.leaves)} leaves>"
@@ -83,12 +90,16 @@ class PageTable:
             leaf[LEAF_SIZE] += 1
             self._count += 1
         leaf[slot] = bits | _USED
+        if vpn == self.tlb_vpn:
+            self.tlb_vpn = -1
+            self.tlb_data = None
 
-    def set_if_none(self, vpn: int, bits: int) -> bool:
+    def set_if_none(self, vpn: int, bits: int, data: bytearray | None = None) -> bool:
         """Install ``bits`` unless an entry is there already; True when installed.
 
         What ``finish_fault`` does under the page-table lock: a racing fault that
-        installed the entry first wins, and this one backs out.
+        installed the entry first wins, and this one backs out.  ``data``: the page's
+        memory, loaded into the TLB for the access that retries (update_mmu_cache).
         """
         n = vpn >> LEAF_SHIFT
         leaf = self.leaves.get(n)
@@ -100,7 +111,22 @@ class PageTable:
         leaf[slot] = bits | _USED
         leaf[LEAF_SIZE] += 1
         self._count += 1
+        if data is not None:  # load_tlb, inlined: this is every fault's last step
+            self.tlb_vpn = vpn
+            self.tlb_data = data
+            self.tlb_removals = REMOVALS[0]
         return True
+
+    def load_tlb(self, vpn: int, data: bytearray | bytes) -> None:
+        self.tlb_vpn = vpn
+        self.tlb_data = data
+        self.tlb_removals = REMOVALS[0]
+
+    def tlb_lookup(self, vpn: int) -> bytearray | bytes | None:
+        """The memory the TLB holds for ``vpn``, or None (a miss: walk the tables)."""
+        if vpn == self.tlb_vpn and self.tlb_removals == REMOVALS[0]:
+            return self.tlb_data
+        return None
 
     def __delitem__(self, vpn: int) -> None:
         n = vpn >> LEAF_SHIFT
@@ -110,6 +136,9 @@ class PageTable:
             raise KeyError(vpn)
         leaf[slot] = 0
         self._count -= 1
+        if vpn == self.tlb_vpn:
+            self.tlb_vpn = -1
+            self.tlb_data = None
         if leaf[LEAF_SIZE] == 1:
             del self.leaves[n]  # free_pte_range: the leaf went with its last entry
         else:

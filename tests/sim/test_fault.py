@@ -468,3 +468,29 @@ async def test_trace_can_be_off_and_bounded() -> None:
     a = await p.mmap(PAGE, RW, SHARED, f)
     await p.store(a, b"x")
     assert len(sim.events()) == 2
+
+
+async def test_the_tlb_never_hands_out_a_page_the_pte_no_longer_maps() -> None:
+    # private mapping: a load loads the file page into the TLB; the store that COWs
+    # must go to the new anonymous page, and later loads must see it, not the file's
+    sim, proc, inode, _, addr = await mapped(2, flags=PRIVATE)
+    inode.write(0, b"file")
+    assert await proc.load(addr, 4) == b"file"
+    await proc.store(addr, b"anon")
+    assert await proc.load(addr, 4) == b"anon"
+    assert inode.read(0, 4) == b"file"
+    # shared mapping: truncate and refault between two accesses to the same page
+    sim, proc, inode, f, addr = await mapped(2)
+    await proc.store(addr + 8, b"old")
+    inode.truncate(0)
+    inode.truncate(2 * PAGE)
+    await proc.store(addr + 8, b"new")
+    assert inode.read(8, 3) == b"new"
+    assert await proc.load(addr + 8, 3) == b"new"
+    # a write-protect (writeback's mkclean) flushes the entry, and the next store
+    # faults and calls the hook again rather than writing through a stale permission
+    calls = inode.mkwrite_calls
+    await f.fsync()
+    await proc.store(addr + 8, b"NEW")
+    assert inode.mkwrite_calls == calls + 1
+    check_invariants(sim)
