@@ -1,14 +1,16 @@
 """`mkwritefs scenario report NAME --html FILE`: one self-contained HTML page per scenario.
 
 Owns the visual report of issue 5: the scenario is played under every policy it declares
-(``fusefs.runner``: one policy after another in this process, each on its own temporary
-mount), and the page shows the story, the side-by-side table (policy columns, expectation
-rows, held/failed marks, the counters), per policy an SVG timeline of what the simulated
-processes and the flusher did (faults, page_mkwrite and its result, SIGBUS, mkclean,
-reservations, writeback, throttle pauses) with the number of dirty pages beneath it, a
-plot of dirty pages after each step of the story for every policy, and the life of one
-page's page-table entry (``--page N``): read-only, page_mkwrite, writable, cleaned by
-``clear_page_dirty_for_io`` (``page_mkclean``), write-protected again.
+(``fusefs.runner.play``: one policy after another in this process, each on its own
+temporary mount; with ``--store DIR`` each on a new store whose verdicts are read back
+after the unmount, exactly as ``scenario run --store``), and the page shows the story,
+the side-by-side table (policy columns, expectation rows, held/failed marks, the
+counters), per policy an SVG timeline of what the simulated processes and the flusher
+did (faults, page_mkwrite and its result, SIGBUS, mkclean, reservations, writeback,
+throttle pauses) with the number of dirty pages beneath it, a plot of dirty pages after
+each step of the story for every policy, and the life of one page's page-table entry
+(``--page N``): read-only, page_mkwrite, writable, cleaned by ``clear_page_dirty_for_io``
+(``page_mkclean``), write-protected again.
 Where the story runs on a dirty-throttling model with a recorder, its own samples are
 plotted against its thresholds. The drawings are ``fusefs.report_svg``'s.
 
@@ -27,14 +29,13 @@ from __future__ import annotations
 
 import html
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-import trio.testing
 
+from fusefs import runner
 from fusefs.report_svg import (
     LEGEND,
     dirty_plot_svg,
@@ -44,7 +45,7 @@ from fusefs.report_svg import (
     timeline_svg,
 )
 from fusefs.run_results import PolicyResult
-from fusefs.runner import Run, _with_after
+from fusefs.runner import Run
 from fusefs.scenario import Scenario, Step
 from fusefs.scenario_report import COUNTER_ROWS
 from sim_mmu.pte import PteView
@@ -114,6 +115,15 @@ class Recorder:
         run.fs.balance_dirty = lambda data: self._balance(balance, data)
         step = run.step
         run.step = lambda s: self._step(step, s)  # type: ignore[method-assign]
+        play = run.play
+        run.play = lambda clock, serve: play(clock, self._serving(serve))  # type: ignore[method-assign]
+
+    def _serving(self, serve: Callable[..., Any]) -> Callable[..., Any]:
+        def mount(fs: Any, where: str) -> Any:
+            self.mounted()
+            return serve(fs, where)
+
+        return mount
 
     def _dirty(self) -> int:
         return sum(i.data.nr_dirty for i in self.run.fs.inodes.values() if i.data is not None)
@@ -230,36 +240,21 @@ def _bits(pte: PteView) -> str:
 
 
 def record_policy(
-    scenario: Scenario, policy: str, *, profile: str | None = None, watch: int | None = None
+    scenario: Scenario,
+    policy: str,
+    *,
+    profile: str | None = None,
+    watch: int | None = None,
+    store: str | None = None,
 ) -> Recording:
-    """Play ``scenario`` under ``policy`` (its own trio run on the runner's virtual-then-real
-    clock, its own temporary mount) and record it."""
-    from fusefs.mount import serving
-
-    clock = trio.testing.MockClock(rate=0.0, autojump_threshold=0)
-    mountpoint = tempfile.mkdtemp(prefix="mkwritefs-report-")
-
-    async def main() -> Recording:
-        run = Run(scenario, policy, profile or scenario.profile, mountpoint)
-        recorder = Recorder(run, watch)
-
-        def serve(fs: Any, where: str) -> Any:
-            recorder.mounted()
-            return serving(fs, where, handle_signals=False)
-
-        await run.play(clock, _with_after(serve, _nothing))
-        return Recording(run.result(), recorder.items, recorder.dirty_after_step, watch)
-
-    try:
-        return trio.run(main, clock=clock)
-    finally:
-        import os
-
-        os.rmdir(mountpoint)
-
-
-async def _nothing(m: Any) -> None:
-    return None
+    """Play ``scenario`` under ``policy`` as ``runner.play`` does (its own trio run on
+    the virtual-then-real clock, its own temporary mount; with ``store`` a new store
+    there whose verdicts are read back after the unmount) and record it."""
+    recorders: list[Recorder] = []
+    result = runner.play(scenario, policy, profile=profile, store=store,
+                         observe=lambda run: recorders.append(Recorder(run, watch)))  # fmt: skip
+    recorder = recorders[0]
+    return Recording(result, recorder.items, recorder.dirty_after_step, watch)
 
 
 def default_page(recordings: list[Recording]) -> int:
@@ -472,24 +467,28 @@ def build(
     page: int | None = None,
     profile: str | None = None,
     progress: Callable[[str], None] | None = None,
+    stores: dict[str, str] | None = None,
 ) -> tuple[str, list[Recording]]:
-    """Play ``scenario`` under every policy it declares and return the page."""
+    """Play ``scenario`` under every policy it declares and return the page; a policy
+    with a path in ``stores`` plays on a new store there (``runner.play``'s ``store``)."""
     recordings = []
     for n, policy in enumerate(scenario.policies, start=1):
         if progress is not None:
             progress(f"[{n}/{len(scenario.policies)}] {scenario.name}: policy {policy}...")
-        recordings.append(record_policy(scenario, policy, profile=profile, watch=page))
+        store = (stores or {}).get(policy)
+        recordings.append(record_policy(scenario, policy, profile=profile, watch=page, store=store))
     chosen = default_page(recordings) if page is None else page
     return render(scenario, recordings, chosen), recordings
 
 
 def main(args: Any) -> int:
-    """`mkwritefs scenario report NAME --html FILE [--page N] [--profile P]`."""
+    """`mkwritefs scenario report NAME --html FILE [--page N] [--profile P] [--store DIR]`."""
     import os
 
     from fusefs.cli import UsageError
     from fusefs.mount import MountError
     from fusefs.scenario import ScenarioError, find, load_file
+    from fusefs.scenario_cli import store_paths
 
     try:
         scenario = load_file(find(args.scenario))
@@ -500,12 +499,14 @@ def main(args: Any) -> int:
         raise UsageError(f"cannot write the report to {args.html}: {directory} is not writable")
     if args.page is not None and args.page < 0:
         raise UsageError(f"--page must be a page number (0 or more), not {args.page}")
+    stores = store_paths(args.store, scenario.name, list(scenario.policies))
     try:
         text, recordings = build(
             scenario,
             page=args.page,
             profile=args.profile,
             progress=lambda t: print(t, file=sys.stderr, flush=True),
+            stores=stores,
         )
     except MountError as exc:
         raise UsageError(str(exc)) from None
@@ -515,8 +516,9 @@ def main(args: Any) -> int:
     return 0 if all(r.result.ok for r in recordings) else 1
 
 
-def add_parser(sub: Any, profiles: list[str]) -> None:
-    """The `report` action of `mkwritefs scenario`."""
+def add_parser(sub: Any, profiles: list[str]) -> Any:
+    """The `report` action of `mkwritefs scenario` (its parser: `--store` is added by
+    fusefs.scenario_cli, with the same meaning as for `run`)."""
     p = sub.add_parser("report", help="play a scenario under every policy it declares and "
                        "write one self-contained HTML page")  # fmt: skip
     p.add_argument("scenario", metavar="NAME|FILE")
@@ -525,3 +527,4 @@ def add_parser(sub: Any, profiles: list[str]) -> None:
                    help="the page whose PTE life is shown (default: the first that got a "
                    "page_mkwrite call)")  # fmt: skip
     p.add_argument("--profile", choices=profiles, help="kernel profile (default: the scenario's)")
+    return p

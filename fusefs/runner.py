@@ -124,16 +124,21 @@ async def run_policy(
     clock: trio.testing.MockClock,
     after: Callable[[Any], Any] | None = None,
     store: str | None = None,
+    observe: Callable[[Run], object] | None = None,
 ) -> PolicyResult:
     """Play ``scenario`` under ``policy`` on ``mountpoint`` (in the current trio run,
     whose clock must be ``clock``); ``after(mount)`` is awaited while still mounted.
     With ``store`` (a path that must not exist) the filesystem lives in a new store
-    there, and the verdicts are read back from it after the unmount."""
+    there, and the verdicts are read back from it after the unmount. ``observe(run)``
+    is called with the assembled ``Run`` before it plays (``fusefs.report`` hooks its
+    recorder there), so a watched run is played and judged exactly as any other."""
     from fusefs.mount import serving
 
     if store is not None:
         mkfs(store, scenario.capacity, uid=0, gid=0, now_ns=time.time_ns())
     run = Run(scenario, policy, profile or scenario.profile, mountpoint, store)
+    if observe is not None:
+        observe(run)
 
     def serve(fs: Filesystem, where: str) -> Any:
         return serving(fs, where, handle_signals=after is not None)
@@ -167,6 +172,7 @@ def play(
     mountpoint: str | None = None,
     keep: Callable[[Any], Any] | None = None,
     store: str | None = None,
+    observe: Callable[[Run], object] | None = None,
 ) -> PolicyResult:
     """:func:`run_policy` in a trio run of its own on a virtual-then-real clock; a
     temporary mount point unless ``mountpoint`` is given."""
@@ -184,6 +190,7 @@ def play(
                 clock=clock,
                 after=keep,
                 store=store,
+                observe=observe,
             ),
             clock=clock,
         )

@@ -6,6 +6,8 @@ each on a fresh filesystem mounted in a temporary directory (or `--mount DIR`), 
 prints a table (`--policy all`), the expectations of one policy, or with `--json` one
 object. Exit status: 0 every expectation held, 1 one failed, 2 bad scenario or arguments
 (one line on stderr: file and line for a bad scenario). Progress goes to stderr.
+`report` (``fusefs.report``) draws the HTML page; `--store DIR` is one option of `run` and
+`report` alike, checked by :func:`store_paths` and played by ``runner.play(store=...)``.
 """
 
 from __future__ import annotations
@@ -50,16 +52,22 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                      "setup(dirty=DirtyConfig(record_interval=...))); FILE-POLICY.png per "
                      "policy when several")  # fmt: skip
     run.add_argument("--mount", metavar="DIR", help="mount on DIR (default: a temporary one)")
-    run.add_argument("--store", metavar="DIR",
-                     help="keep each policy's filesystem in a new store DIR/NAME-POLICY.db "
-                     "(`mkwritefs mkfs`), and read the verdicts back from it after the "
-                     "unmount: every expect_data again, and the bytes writers were told "
-                     "were stored and are not there")  # fmt: skip
+    _add_store(run)
     run.add_argument("--keep", action="store_true",
                      help="leave the (last) mount up after the run, until Ctrl-C")  # fmt: skip
     from fusefs import report  # `scenario report`: the HTML page (fusefs.report owns it)
 
-    report.add_parser(sub, list(PROFILES))
+    _add_store(report.add_parser(sub, list(PROFILES)))
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    """`--store DIR`, one meaning for `run` and `report` (checked by :func:`store_paths`,
+    played by ``runner.play(store=...)``)."""
+    parser.add_argument("--store", metavar="DIR",
+                        help="keep each policy's filesystem in a new store DIR/NAME-POLICY.db "
+                        "(`mkwritefs mkfs`), and read the verdicts back from it after the "
+                        "unmount: every expect_data again, and the bytes writers were told "
+                        "were stored and are not there")  # fmt: skip
 
 
 @command(
@@ -121,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     for out in (args.trace, args.plot):
         if out is not None:
             _check_writable(out)
-    stores = _store_paths(args.store, scenario.name, policies)
+    stores = store_paths(args.store, scenario.name, policies)
     results = []
     for n, policy in enumerate(policies, start=1):
         print(f"[{n}/{len(policies)}] {scenario.name}: policy {policy}...", file=sys.stderr,
@@ -171,9 +179,9 @@ def _plot(path: str, name: str, results: list[Any]) -> None:
         print(f"plot: {out} (series: {table})", file=sys.stderr)
 
 
-def _store_paths(folder: str | None, name: str, policies: list[str]) -> dict[str, str]:
+def store_paths(folder: str | None, name: str, policies: list[str]) -> dict[str, str]:
     """DIR/NAME-POLICY.db per policy; UsageError unless DIR is a writable directory on
-    no mkwritefs mount and none of those stores exists yet."""
+    no mkwritefs mount and none of those stores exists yet (`run` and `report` both)."""
     if folder is None:
         return {}
     from fusefs.store import StoreError, check_location
