@@ -5,11 +5,14 @@ Measures, driven the same way from Python (one store or load per page):
 
 * ``kernel_faults_per_s``: the real kernel's first-touch store faults on a MAP_SHARED
   mapping of a fresh file on the local disk (``--dir``, default /var/tmp), each fault
-  reading in its own page, as a simulated fault does: the mapping is MADV_RANDOM, so the
-  kernel does no readahead (which would fill the page cache ahead of the faults, in
-  large folios on kernels >= 6.16 for ext4, and leave most faults only the mapping to
-  do; the simulator models order-0 pages and no readahead);
-* ``kernel_readahead_faults_per_s``: the same with the kernel's default readahead;
+  reading in its own page, as a simulated fault does: the mapping is MADV_RANDOM, so
+  the kernel does no readahead.  ``kernel_faults_per_page`` is what the kernel itself
+  counted (``getrusage``): 1.0, one fault per store;
+* ``kernel_readahead_pages_per_s``: the same stores with the default readahead.  That
+  is not a fault rate: readahead caches the file in large folios (ext4, kernels >= 6.16)
+  and then a fault maps many pages; ``kernel_readahead_faults_per_page`` is what the
+  kernel counted (2,905 faults for 100,000 stores on 6.18 here, about 0.03), while the
+  simulator models order-0 pages and no readahead, one fault per page;
 * ``sim_read_faults_per_s``: simulated read faults (``->fault`` + read-only PTE);
 * ``sim_mkwrite_faults_per_s``: simulated first-touch store faults that call
   ``page_mkwrite`` (``->fault`` + hook + writable dirty PTE);
@@ -36,6 +39,7 @@ import json
 import mmap
 import os
 import pstats
+import resource
 import subprocess
 import sys
 import tempfile
@@ -52,21 +56,30 @@ from sim_mmu.page import PAGE_SIZE
 RW = Prot.READ | Prot.WRITE
 
 
-def kernel_faults_per_s(pages: int, directory: str, *, readahead: bool = False) -> float:
-    """First-touch stores on a shared mapping of a fresh file on the local disk."""
+def kernel_faults_per_s(
+    pages: int, directory: str, *, readahead: bool = False
+) -> tuple[float, float]:
+    """First-touch stores on a shared mapping of a fresh file on the local disk.
+
+    Returns pages touched per second and the faults the kernel counted per page
+    (``getrusage``: minor + major): 1.0 without readahead, each store its own fault.
+    """
     with tempfile.NamedTemporaryFile(dir=directory) as f:
         f.truncate(pages * PAGE_SIZE)
         m = mmap.mmap(f.fileno(), pages * PAGE_SIZE, mmap.MAP_SHARED)
         try:
             if not readahead:
                 m.madvise(mmap.MADV_RANDOM)
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
             for i in range(0, pages * PAGE_SIZE, PAGE_SIZE):
                 m[i] = 1
             dt = time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
         finally:
             m.close()
-    return pages / dt
+    faults = (r1.ru_minflt - r0.ru_minflt) + (r1.ru_majflt - r0.ru_majflt)
+    return pages / dt, faults / pages
 
 
 async def _sim_faults(pages: int, write: bool) -> float:
@@ -195,9 +208,12 @@ def rss_per_page(pages: int) -> float:
 def run(pages: int, directory: str) -> dict[str, float]:
     # interleaved, best of 3 each: a burst of load elsewhere hits both sides alike
     kernel = readahead = read = mkwrite = 0.0
+    kernel_fpp = readahead_fpp = 0.0
     for _ in range(3):
-        kernel = max(kernel, kernel_faults_per_s(pages, directory))
-        readahead = max(readahead, kernel_faults_per_s(pages, directory, readahead=True))
+        rate, kernel_fpp = kernel_faults_per_s(pages, directory)
+        kernel = max(kernel, rate)
+        rate, readahead_fpp = kernel_faults_per_s(pages, directory, readahead=True)
+        readahead = max(readahead, rate)
         mkwrite = max(mkwrite, trio.run(_sim_faults, pages, True))
         read = max(read, trio.run(_sim_faults, pages, False))
     bulk = max(trio.run(_bulk_store, 512) for _ in range(2))
@@ -212,7 +228,9 @@ def run(pages: int, directory: str) -> dict[str, float]:
         "sim_mkwrite_faults_per_s": round(mkwrite),
         "kernel_faults_per_s": round(kernel),
         "mkwrite_vs_kernel_ratio": round(mkwrite / kernel, 3),
-        "kernel_readahead_faults_per_s": round(readahead),
+        "kernel_faults_per_page": round(kernel_fpp, 3),
+        "kernel_readahead_pages_per_s": round(readahead),
+        "kernel_readahead_faults_per_page": round(readahead_fpp, 3),
         "mkwrite_vs_kernel_readahead_ratio": round(mkwrite / readahead, 3),
         "bulk_store_MiBps": round(bulk),
         "bytes_per_touched_page": round(max(dense)),
