@@ -11,6 +11,8 @@ no fault is in progress, and raises ``InvariantError`` naming the first one brok
   write-notify VMA maps a dirty page, so writeback, which cleans and write-protects
   together, can never leave a page clean under a writable PTE.
 * Page-cache tags agree with page flags, and no page is left locked.
+* The nodes of the page cache, of its marks and of the page tables count what they
+  hold, and none is left empty; the TLB holds nothing the page table no longer maps.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sim_mmu import pte as P
-from sim_mmu.page import PAGE_SHIFT, AddressSpace
+from sim_mmu.page import PAGE_SHIFT, REMOVALS, AddressSpace, zero_page
 
 if TYPE_CHECKING:
+    from sim_mmu.mm import MM
     from sim_mmu.process import Simulation
 
 
@@ -60,6 +63,10 @@ def _check_ptes(sim: Simulation, pid: int, mm: object) -> None:
     from sim_mmu.mm import MM
 
     assert isinstance(mm, MM)
+    problem = mm.ptes.check()
+    if problem:
+        _fail(f"pid {pid}: {problem}")
+    _check_tlb(pid, mm)
     for vpn, bits in mm.ptes.items():
         addr = vpn << PAGE_SHIFT
         vma = mm.find_vma(addr)
@@ -87,7 +94,37 @@ def _check_ptes(sim: Simulation, pid: int, mm: object) -> None:
             _fail(f"pid {pid}: anonymous page at {vpn << PAGE_SHIFT:#x} without a PTE")
 
 
+def _check_tlb(pid: int, mm: MM) -> None:
+    ptes = mm.ptes
+    if ptes.tlb_vpn < 0 or ptes.tlb_removals != REMOVALS[0]:
+        return  # empty, or not trusted any more
+    vpn = ptes.tlb_vpn
+    bits = ptes.get(vpn)
+    if bits is None:
+        _fail(f"pid {pid}: the TLB holds {vpn << PAGE_SHIFT:#x}, which maps nothing")
+        return
+    if bits & P.ANON:
+        held: object = mm.anon[vpn].data
+    elif bits & P.ZERO:
+        held = zero_page()
+    else:
+        vma = mm.find_vma(vpn << PAGE_SHIFT)
+        page = (
+            vma.mapping.pages.get(vma.pgoff_of(vpn << PAGE_SHIFT)) if vma and vma.mapping else None
+        )
+        held = page.data if page is not None else None
+    if held is not ptes.tlb_data:
+        _fail(f"pid {pid}: the TLB's page for {vpn << PAGE_SHIFT:#x} is not the one mapped")
+
+
 def _check_mapping(mapping: AddressSpace, allow_locked: bool) -> None:
+    for problem in (
+        mapping.pages.check(),
+        mapping.dirty_tag.check(),
+        mapping.writeback_tag.check(),
+    ):
+        if problem:
+            _fail(f"{mapping!r}: {problem}")
     for index, page in mapping.pages.items():
         if page.mapping is not mapping or page.index != index:
             _fail(f"{page!r} misfiled in {mapping!r}")

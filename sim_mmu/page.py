@@ -306,6 +306,18 @@ class PageCache:
         else:
             del self.nodes[n]
 
+    def check(self) -> str | None:
+        """What is wrong with the nodes (counts, empty nodes), or None."""
+        total = 0
+        for n, node in self.nodes.items():
+            held = sum(slot is not None for slot in node[:XA_CHUNK_SIZE])
+            if not held or held != node[XA_CHUNK_SIZE]:
+                return f"page-cache node {n} holds {held} pages, counts {node[XA_CHUNK_SIZE]}"
+            total += held
+        if total != self._count:
+            return f"page cache holds {total} pages, counts {self._count}"
+        return None
+
     def pop(self, index: int, default: Page | None = None) -> Page | None:
         page = self.get(index)
         if page is None:
@@ -382,6 +394,18 @@ class PageTag:
                 del self._nodes[n]
             else:
                 node[XA_CHUNK_SIZE] -= 1
+
+    def check(self) -> str | None:
+        """What is wrong with the nodes (counts, empty nodes), or None."""
+        total = 0
+        for n, node in self._nodes.items():
+            marked = XA_CHUNK_SIZE - node.count(0, 0, XA_CHUNK_SIZE)
+            if not marked or marked != node[XA_CHUNK_SIZE]:
+                return f"mark node {n} has {marked} marks, counts {node[XA_CHUNK_SIZE]}"
+            total += marked
+        if total != self._count:
+            return f"{total} indices marked, {self._count} counted"
+        return None
 
     def __contains__(self, index: object) -> bool:
         if not isinstance(index, int) or index < 0:

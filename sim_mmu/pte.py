@@ -144,6 +144,18 @@ class PageTable:
         else:
             leaf[LEAF_SIZE] -= 1
 
+    def check(self) -> str | None:
+        """What is wrong with the leaves (counts, empty leaves), or None."""
+        total = 0
+        for n, leaf in self.leaves.items():
+            used = LEAF_SIZE - leaf.count(0, 0, LEAF_SIZE)
+            if not used or used != leaf[LEAF_SIZE]:
+                return f"page-table leaf {n} has {used} entries, counts {leaf[LEAF_SIZE]}"
+            total += used
+        if total != self._count:
+            return f"page table has {total} entries, counts {self._count}"
+        return None
+
     def pop(self, vpn: int, default: int | None = None) -> int | None:
         bits = self.get(vpn)
         if bits is None:

@@ -374,3 +374,24 @@ def test_page_table_keeps_entries_whose_bits_are_all_clear() -> None:
     assert ptes.pop(5) is None
     with pytest.raises(KeyError):
         del ptes[5]
+
+
+async def test_check_simulation_catches_broken_nodes_and_a_stale_tlb() -> None:
+    from sim_mmu.check import InvariantError, check_simulation
+
+    sim, proc, inode, _, addr = await mapped(2)
+    await proc.store(addr, b"x")
+    check_simulation(sim)
+    leaf = next(iter(proc.mm.ptes.leaves.values()))
+    leaf[64] += 1  # a leaf that miscounts its entries
+    with pytest.raises(InvariantError, match="leaf"):
+        check_simulation(sim)
+    leaf[64] -= 1
+    node = next(iter(inode.mapping.pages.nodes.values()))
+    node[64] += 1  # type: ignore[operator]
+    with pytest.raises(InvariantError, match="page-cache node"):
+        check_simulation(sim)
+    node[64] -= 1  # type: ignore[operator]
+    proc.mm.ptes.tlb_data = bytearray(PAGE)  # a TLB entry that is not the mapped page
+    with pytest.raises(InvariantError, match="TLB"):
+        check_simulation(sim)
