@@ -24,7 +24,7 @@ from fusefs.errors import FsError
 from fusefs.inode import ROOT_INO
 from fusefs.run_results import ExpectationResult, PolicyResult, TraceEvent
 from fusefs.run_steps import FLUSHER, ROOT, RunSteps, pread
-from fusefs.scenario import MISSING, PAGE, Per, Step
+from fusefs.scenario import MISSING, PAGE, Step, resolve
 from fusefs.store import SqliteStore
 from sim_mmu.check import check_simulation
 
@@ -36,15 +36,8 @@ class Verdicts(RunSteps):
 
     # -- expectations --------------------------------------------------------------------
     async def check(self, step: Step) -> None:
-        expected = step.args["expected"]
-        if isinstance(expected, Per):
-            expected = expected.resolve(self.policy)
-        if isinstance(expected, tuple):
-            expected = tuple(v.resolve(self.policy) if isinstance(v, Per) else v
-                             for v in expected)  # fmt: skip
-            if MISSING in expected:
-                return
-        if expected is MISSING:
+        expected = resolve(step.args["expected"], policy=self.policy, profile=self.profile)
+        if expected is MISSING or (isinstance(expected, tuple) and MISSING in expected):
             return
         try:
             actual = await self.observe(step, expected)
@@ -180,9 +173,7 @@ class Verdicts(RunSteps):
         for step in self.scenario.steps:
             if step.kind != "expect_data":
                 continue
-            expected = step.args["expected"]
-            if isinstance(expected, Per):
-                expected = expected.resolve(self.policy)
+            expected = resolve(step.args["expected"], policy=self.policy, profile=self.profile)
             if expected is MISSING:
                 continue
             data = contents(step.args["path"])

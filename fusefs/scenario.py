@@ -21,8 +21,11 @@ Three kinds of call: *setup* (``setup``, ``create``, ``fill``, ``spawn``...), *a
 system call or memory access of a simulated process, or of the filesystem's own
 ``write(2)``/``truncate``), *expect* (a check at that point of the story). Expected values
 may differ per policy: ``per({("reserve", "shmem"): "sigbus"}, default="ok")``; a policy
-without a value skips that expectation. Act steps with ``name=`` record their outcome
-(``"ok"``, ``"sigbus"``, an errno name such as ``"ENOSPC"``) for ``expect``.
+without a value skips that expectation. A story told on several kernel profiles
+(``setup(profiles=("modern", "2.6.18"))``, the first the default) may expect per profile
+too: ``per_profile(modern="EFAULT", default="ok")``, either inside the other. Act steps
+with ``name=`` record their outcome (``"ok"``, ``"sigbus"``, an errno name such as
+``"ENOSPC"``) for ``expect``.
 
 ``together()`` runs the steps of its block concurrently, each after its own ``delay=``
 seconds (virtual time): the races of KERNEL.md §6 (truncate while ``page_mkwrite``
@@ -65,8 +68,8 @@ __all__ = [
     "copy_to_user", "create", "exit", "expect", "expect_attr", "expect_cache", "expect_data",
     "expect_df", "expect_loaded", "expect_pte", "expect_sim", "expect_took", "fallocate",
     "fill", "fork", "fsync", "inject_error", "load", "mmap", "mount", "mprotect", "msync",
-    "munmap", "per", "poke", "reopen", "setup", "sleep", "spawn", "store", "stores", "thread",
-    "together", "truncate", "write", "writeback",
+    "munmap", "per", "per_profile", "poke", "reopen", "setup", "sleep", "spawn", "store",
+    "stores", "thread", "together", "truncate", "write", "writeback",
 ]  # fmt: skip
 
 
@@ -76,13 +79,33 @@ class ScenarioError(Exception):
 
 @dataclass(frozen=True)
 class Per:
-    """An expected value per policy (``MISSING``: not checked under that policy)."""
+    """An expected value per policy (``per``) or per kernel profile (``per_profile``):
+    ``table`` maps a name to its value (``MISSING``: not checked under that name)."""
 
-    by_policy: dict[str, Any]
+    table: dict[str, Any]
     default: Any = MISSING
+    of: str = "policy"  # or "profile": which of a run's two names looks the value up
 
-    def resolve(self, policy: str) -> Any:
-        return self.by_policy.get(policy, self.default)
+    def resolve(self, *, policy: str, profile: str) -> Any:
+        return self.table.get(policy if self.of == "policy" else profile, self.default)
+
+
+def resolve(value: Any, *, policy: str, profile: str) -> Any:
+    """An expected value as one run judges it: ``per(...)`` taken for ``policy`` and
+    ``per_profile(...)`` for ``profile``, either inside the other; a tuple (the bounds of
+    ``expect_took``) element by element. ``MISSING`` (or a tuple holding it): not checked."""
+    while isinstance(value, Per):
+        value = value.resolve(policy=policy, profile=profile)
+    if isinstance(value, tuple):
+        return tuple(resolve(v, policy=policy, profile=profile) for v in value)
+    return value
+
+
+def _leaves(value: Any) -> list[Any]:
+    """Every value ``value`` may resolve to, under any policy and profile."""
+    if isinstance(value, Per):
+        return [x for v in (*value.table.values(), value.default) for x in _leaves(v)]
+    return [value]
 
 
 @dataclass(frozen=True)
@@ -132,7 +155,8 @@ class Scenario:
     text: str  # the whole docstring
     capacity: int = 16
     policies: tuple[str, ...] = ALL
-    profile: str = "modern"
+    profile: str = "modern"  # the default: profiles[0]
+    profiles: tuple[str, ...] = ("modern",)
     fs_options: dict[str, float] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
 
@@ -216,14 +240,23 @@ def _is_number(value: Any) -> bool:
         and abs(value) != float("inf")
 
 
-def _policies(names: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+def _names(names: Any, known: tuple[str, ...], what: str, arg: str) -> tuple[str, ...]:
+    """One name or a tuple (list) of them, each in ``known``; ``what``: "policy"..."""
     if not isinstance(names, str | tuple | list):
-        _fail(f"policies must be a policy name or a tuple of them, not {names!r}")
+        _fail(f"{arg} must be a {what} name or a tuple of them, not {names!r}")
     names = (names,) if isinstance(names, str) else tuple(names)
     for n in names:
-        if n not in ALL:
-            _fail(f"unknown policy {n!r} (known: {', '.join(ALL)})")
+        if n not in known:
+            _fail(f"unknown {what} {n!r} (known: {', '.join(known)})")
     return names
+
+
+def _policies(names: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    return _names(names, ALL, "policy", "policies")
+
+
+def _profiles(names: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    return _names(names, tuple(PROFILES), "kernel profile", "profiles")
 
 
 # -- setup ---------------------------------------------------------------------------------
@@ -233,16 +266,25 @@ def setup(
     *,
     capacity: int = 16,
     policies: tuple[str, ...] | list[str] | str = ALL,
-    profile: str = "modern",
+    profile: str | None = None,
+    profiles: tuple[str, ...] | list[str] | None = None,
     **fs_options: float,
 ) -> None:
     """The filesystem's size in blocks, the policies the story is told under, the kernel
-    profile, and Filesystem options (mkwrite_latency=, writeback_latency=, ...)."""
+    profile (``profile=``, default modern) or profiles (``profiles=``: it is told on
+    each, the first the default; ``per_profile`` tells them apart), and Filesystem
+    options (mkwrite_latency=, writeback_latency=, ...)."""
     b = _builder()
     if b.setup_done or b.scenario.steps:
         _fail("setup() comes first, once")
-    if profile not in PROFILES:
-        _fail(f"unknown kernel profile {profile!r} (known: {', '.join(PROFILES)})")
+    if profile is not None and profiles is not None:
+        _fail("give profile= (one kernel profile) or profiles= (several), not both")
+    told_on = _profiles("modern" if profile is None else profile) if profiles is None \
+        else _profiles(profiles)  # fmt: skip
+    if not told_on:
+        _fail("profiles=() names no kernel profile to tell the story on")
+    if len(set(told_on)) < len(told_on):
+        _fail(f"profiles={told_on!r} names a profile twice")
     known = {"mkwrite_latency", "writeback_latency", "cache_write_latency",
              "writeback_interval", "dirty_expire", "dirty"}  # fmt: skip
     for key, value in fs_options.items():
@@ -258,7 +300,8 @@ def setup(
         _fail("policies=() names no policy to tell the story under")
     b.setup_done = True
     s = b.scenario
-    s.capacity, s.policies, s.profile = capacity, _policies(policies), profile
+    s.capacity, s.policies = capacity, _policies(policies)
+    s.profile, s.profiles = told_on[0], told_on
     s.fs_options = dict(fs_options)
 
 
@@ -470,13 +513,28 @@ def per(groups: dict[Any, Any] | None = None, /, *, default: Any = MISSING, **by
     """Expected values per policy: ``per({REFUSING: "sigbus"}, default="ok", fuse="ok")``
     (keyword names spell ``-`` as ``_``)."""
     table: dict[str, Any] = {}
-    for key, value in (groups or {}).items():
+    for key, value in [*(groups or {}).items(), *((k.replace("_", "-"), v) for k, v in by.items())]:
         for policy in _policies(key):
             table[policy] = value
-    for key, value in by.items():
-        for policy in _policies(key.replace("_", "-")):
-            table[policy] = value
     return Per(table, default)
+
+
+def per_profile(
+    groups: dict[Any, Any] | None = None, /, *, default: Any = MISSING, **by: Any
+) -> Per:
+    """Expected values per kernel profile, of a story told on several
+    (``setup(profiles=...)``): ``per_profile({("2.6.18", "legacy"): 1}, modern=0)``.
+    A name with dots goes in the dict; a value may be ``per(...)`` of policies. Naming a
+    profile the story is not told on is an error (a typo, or a missing profiles=)."""
+    told_on = _builder().scenario.profiles
+    table: dict[str, Any] = {}
+    for key, value in [*(groups or {}).items(), *by.items()]:
+        for profile in _profiles(key):
+            if profile not in told_on:
+                _fail(f"per_profile names {profile!r}, a kernel profile this story is not told "
+                      f"on (it is told on {', '.join(told_on)}: see setup(profiles=))")  # fmt: skip
+            table[profile] = value
+    return Per(table, default, of="profile")
 
 
 def _expect(kind: str, label: str, expected: Any, when: str = "", **args: Any) -> None:
@@ -521,9 +579,8 @@ def expect_df(*, free: Any = MISSING, reserved: Any = MISSING, allocated: Any = 
 
 def expect_data(file: str | Handle, offset: int, data: Any, *, when: str = "") -> None:
     """What the file holds at ``offset`` (read(2) through the mount after mount())."""
-    values = [*data.by_policy.values(), data.default] if isinstance(data, Per) else [data]
-    if not all(isinstance(v, bytes) for v in values if v is not MISSING):
-        _fail("expect_data wants bytes (or per(...) of bytes)")
+    if not all(isinstance(v, bytes) for v in _leaves(data) if v is not MISSING):
+        _fail("expect_data wants bytes (or per(...) or per_profile(...) of bytes)")
     what = "read(2) of" if _builder().mounted else "contents of"
     _expect("expect_data", f"{what} {_file(file)} at {offset}", data, when, path=_file(file),
             offset=offset)  # fmt: skip

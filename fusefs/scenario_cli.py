@@ -42,7 +42,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--policy", default="all",
                      help=f"one of {', '.join(ALL)}, or all (default: all the scenario declares)")
     run.add_argument("--profile", choices=list(PROFILES),
-                     help="kernel profile (default: the scenario's)")
+                     help="kernel profile (default: the scenario's; the first of those it is "
+                     "told on)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--trace", metavar="FILE",
                      help="write the events: Chrome trace JSON (Perfetto), or JSON lines "
@@ -130,6 +131,9 @@ def _run(args: argparse.Namespace) -> int:
         if out is not None:
             _check_writable(out)
     stores = store_paths(args.store, scenario.name, policies)
+    if args.profile is None and len(scenario.profiles) > 1:
+        print(f"{scenario.name} is told on the kernel profiles {', '.join(scenario.profiles)}: "
+              f"playing {scenario.profile} (--profile P for another)", file=sys.stderr)  # fmt: skip
     results = []
     for n, policy in enumerate(policies, start=1):
         print(f"[{n}/{len(policies)}] {scenario.name}: policy {policy}...", file=sys.stderr,

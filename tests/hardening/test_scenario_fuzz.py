@@ -41,18 +41,19 @@ HOSTILE_VALUES = [
     "-1", "0", "2**70", "-2**70", "1.5", "float('nan')", "float('inf')", "None", "True",
     "''", "'x'", "'/'", "'/f\\0g'", "'/' + 'x' * 300", "b''", "b'\\xff' * 70000", "()", "[]",
     "{}", "(1,)", "'reserve'", "('reserve', 'nope')", "'EIO'", "'EWHAT'", "object()",
-    "lambda: 0", "10**10", "'r'", "'rwx'", "per()", "per(default=1)",
+    "lambda: 0", "10**10", "'r'", "'rwx'", "per()", "per(default=1)", "per_profile()",
+    "per_profile(modern=1)", "per_profile({'2.4': 1})", "('modern', 'modern')",
 ]  # fmt: skip
 CALLS = [
     "setup", "create", "reopen", "fill", "spawn", "fork", "thread", "mmap", "store", "load",
     "poke", "copy_to_user", "msync", "munmap", "mprotect", "exit", "write", "fsync",
     "truncate", "fallocate", "inject_error", "writeback", "sleep", "mount", "expect",
     "expect_loaded", "expect_took", "expect_df", "expect_data", "expect_attr", "expect_sim",
-    "expect_pte", "expect_cache", "per", "together",
+    "expect_pte", "expect_cache", "per", "per_profile", "together",
 ]  # fmt: skip
 KEYWORDS = [
-    "capacity", "policies", "profile", "pages", "size", "page", "data", "offset", "proc",
-    "name", "delay", "prot", "shared", "length", "read_only", "blocks", "free", "reserved",
+    "capacity", "policies", "profile", "profiles", "pages", "size", "page", "data", "offset",
+    "proc", "name", "delay", "prot", "shared", "length", "read_only", "blocks", "free", "reserved",
     "allocated", "when", "writable", "dirty", "punch", "keep_size", "err", "seconds",
     "writeback_latency", "writeback_interval", "bogus",
 ]  # fmt: skip
