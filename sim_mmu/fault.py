@@ -106,7 +106,7 @@ async def handle_mm_fault(mm: MM, vma: Vma, address: int, flags: int, task: obje
     c = mm.sim.counters
     c.faults += 1
     vpn = address >> PAGE_SHIFT
-    leaf = mm.ptes.leaves.get(vpn >> LEAF_SHIFT)  # pte_offset_map: the PTE's byte
+    leaf = mm.ptes.nodes.get(vpn >> LEAF_SHIFT)  # pte_offset_map: the PTE's byte
     b = leaf[vpn & LEAF_MASK] if leaf is not None else 0
     bits = b ^ USED if b else None
     write = flags & FL_WRITE

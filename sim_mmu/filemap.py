@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 from sim_mmu.errors import SimError
-from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, XA_CHUNK_MASK, XA_CHUNK_SHIFT, AddressSpace, Page
+from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, AddressSpace, Page
 from sim_mmu.protocols import AddressSpaceOperations, VmFault, VmFaultInfo
+from sim_mmu.xarray import XA_CHUNK_MASK, XA_CHUNK_SHIFT
 
 _LOCKED = VmFault.LOCKED
 _LOCKED_MAJOR = VmFault.LOCKED | VmFault.MAJOR

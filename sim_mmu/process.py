@@ -30,19 +30,13 @@ from sim_mmu import pte as P
 from sim_mmu.errors import SIGKILL, ProcessExited, SigInfo, SimError, SimSignal
 from sim_mmu.fault import do_user_addr_fault
 from sim_mmu.mm import MM
-from sim_mmu.page import (
-    PAGE_MASK,
-    PAGE_SHIFT,
-    PAGE_SIZE,
-    XA_CHUNK_MASK,
-    XA_CHUNK_SHIFT,
-    zero_page,
-)
+from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, zero_page
 from sim_mmu.page import REMOVALS as _REMOVALS
 from sim_mmu.profile import Profile, get_profile
 from sim_mmu.protocols import MapFlags, MappedFile, MsFlags, Prot
 from sim_mmu.trace import Counters, Event, Statistics, Trace
 from sim_mmu.vma import Vma
+from sim_mmu.xarray import XA_CHUNK_MASK, XA_CHUNK_SHIFT
 
 SignalHandler = Callable[[SigInfo], "bool | None | Awaitable[bool | None]"]
 
@@ -246,7 +240,7 @@ class Process:
             src = memoryview(data).cast("B")
         n = len(src)
         ptes = self.mm.ptes
-        leaves = ptes.leaves  # the page table walk is the hardware's
+        leaves = ptes.nodes  # the page table walk is the hardware's
         pos = 0
         stuck = 0
         while pos < n:
@@ -286,7 +280,7 @@ class Process:
         """Load ``length`` bytes from ``addr`` (fewer only if a handler abandoned it)."""
         if not self.alive:
             raise ProcessExited(f"process {self.pid} has exited")
-        leaves = self.mm.ptes.leaves
+        leaves = self.mm.ptes.nodes
         out: bytes | bytearray = b""
         pos = 0
         stuck = 0

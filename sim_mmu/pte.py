@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from sim_mmu.page import PAGE_SIZE, REMOVALS
+from sim_mmu.xarray import XA_CHUNK_MASK, XA_CHUNK_SHIFT, XA_CHUNK_SIZE, NodeMap
 
 PRESENT = 0x01
 WRITE = 0x02
@@ -31,26 +32,25 @@ ANON = 0x10  # maps mm.anon[vpn], not a page-cache page
 ZERO = 0x20  # maps the shared zero page (read-only)
 _USED = 0x80  # in a leaf's byte: an entry is there (not pte_none)
 
-LEAF_SHIFT = 6
-LEAF_SIZE = 1 << LEAF_SHIFT
-LEAF_MASK = LEAF_SIZE - 1
+LEAF_SHIFT, LEAF_SIZE, LEAF_MASK = XA_CHUNK_SHIFT, XA_CHUNK_SIZE, XA_CHUNK_MASK
 
 
-class PageTable:
+class PageTable(NodeMap):
     """One mm's PTEs by virtual page number; used as a dict of ``int`` bits.
 
     ``get``, ``[]``, ``in``, ``len``, ``del``, ``pop``, ``items``/``between`` (in address
-    order).  ``leaves`` (leaf number → ``bytearray``: 64 entries, then the count of
-    entries) is what the "hardware" walks in the load/store loop of ``sim_mmu.process``:
-    a byte there is ``bits | USED``, or 0 for pte_none.
+    order).  ``nodes`` (the kernel's PTE pages, here of 64 entries: node number →
+    ``bytearray`` of 64 entries, then the count of entries) is what the "hardware" walks
+    in the load/store loop of ``sim_mmu.process``: a byte there is ``bits | USED``, or 0
+    for pte_none.
     """
 
     USED = _USED
-    __slots__ = ("_count", "leaves", "tlb_data", "tlb_removals", "tlb_vpn")
+    __slots__ = ("tlb_data", "tlb_removals", "tlb_vpn")
+    what = "PTEs"
 
     def __init__(self) -> None:
-        self.leaves: dict[int, bytearray] = {}
-        self._count = 0
+        super().__init__()
         # A one-entry TLB: the memory the entry at ``tlb_vpn`` maps, so the access that
         # follows a fault, or the next access to the same page, need not find the page
         # again.  Filled by ``set_if_none`` (update_mmu_cache) and by the load/store
@@ -59,32 +59,18 @@ class PageTable:
         self.tlb_data: bytearray | bytes | None = None
         self.tlb_removals = -1  # REMOVALS[0] when the entry was loaded
 
-    def __repr__(self) -> str:
-        return f"<PageTable {self._count} entries in {len(self.leaves)} leaves>"
-
     def get(self, vpn: int) -> int | None:
-        leaf = self.leaves.get(vpn >> LEAF_SHIFT)
+        leaf = self.nodes.get(vpn >> LEAF_SHIFT)
         if leaf is None:
             return None
-        b = leaf[vpn & LEAF_MASK]
+        b: int = leaf[vpn & LEAF_MASK]
         return b ^ _USED if b else None
-
-    def __getitem__(self, vpn: int) -> int:
-        bits = self.get(vpn)
-        if bits is None:
-            raise KeyError(vpn)
-        return bits
-
-    def __contains__(self, vpn: object) -> bool:
-        return isinstance(vpn, int) and self.get(vpn) is not None
 
     def __setitem__(self, vpn: int, bits: int) -> None:
         if not 0 <= bits < _USED:
             raise ValueError(f"PTE bits {bits:#x} out of range")
         n = vpn >> LEAF_SHIFT
-        leaf = self.leaves.get(n)
-        if leaf is None:
-            leaf = self.leaves[n] = bytearray(LEAF_SIZE + 1)
+        leaf = self.nodes.get(n) or self._new_node(n)
         slot = vpn & LEAF_MASK
         if not leaf[slot]:
             leaf[LEAF_SIZE] += 1
@@ -102,9 +88,7 @@ class PageTable:
         memory, loaded into the TLB for the access that retries (update_mmu_cache).
         """
         n = vpn >> LEAF_SHIFT
-        leaf = self.leaves.get(n)
-        if leaf is None:
-            leaf = self.leaves[n] = bytearray(LEAF_SIZE + 1)
+        leaf = self.nodes.get(n) or self._new_node(n)
         slot = vpn & LEAF_MASK
         if leaf[slot]:
             return False
@@ -122,73 +106,24 @@ class PageTable:
         self.tlb_data = data
         self.tlb_removals = REMOVALS[0]
 
-    def tlb_lookup(self, vpn: int) -> bytearray | bytes | None:
-        """The memory the TLB holds for ``vpn``, or None (a miss: walk the tables)."""
-        if vpn == self.tlb_vpn and self.tlb_removals == REMOVALS[0]:
-            return self.tlb_data
-        return None
-
     def __delitem__(self, vpn: int) -> None:
         n = vpn >> LEAF_SHIFT
-        leaf = self.leaves.get(n)
+        leaf = self.nodes.get(n)
         slot = vpn & LEAF_MASK
         if leaf is None or not leaf[slot]:
             raise KeyError(vpn)
         leaf[slot] = 0
-        self._count -= 1
+        self._released(n, leaf)  # free_pte_range: the leaf goes with its last entry
         if vpn == self.tlb_vpn:
             self.tlb_vpn = -1
             self.tlb_data = None
-        if leaf[LEAF_SIZE] == 1:
-            del self.leaves[n]  # free_pte_range: the leaf went with its last entry
-        else:
-            leaf[LEAF_SIZE] -= 1
-
-    def check(self) -> str | None:
-        """What is wrong with the leaves (counts, empty leaves), or None."""
-        total = 0
-        for n, leaf in self.leaves.items():
-            used = LEAF_SIZE - leaf.count(0, 0, LEAF_SIZE)
-            if not used or used != leaf[LEAF_SIZE]:
-                return f"page-table leaf {n} has {used} entries, counts {leaf[LEAF_SIZE]}"
-            total += used
-        if total != self._count:
-            return f"page table has {total} entries, counts {self._count}"
-        return None
-
-    def pop(self, vpn: int, default: int | None = None) -> int | None:
-        bits = self.get(vpn)
-        if bits is None:
-            return default
-        del self[vpn]
-        return bits
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __iter__(self) -> Iterator[int]:
-        return (vpn for vpn, _ in self.items())
 
     def items(self) -> Iterator[tuple[int, int]]:
         return self.between(0, 1 << 64)
 
     def between(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         """(vpn, bits) of the entries with ``lo <= vpn < hi``, in order."""
-        leaves = self.leaves
-        first, last = lo >> LEAF_SHIFT, (hi - 1) >> LEAF_SHIFT
-        if last - first < len(leaves):
-            numbers = [n for n in range(first, last + 1) if n in leaves]
-        else:
-            numbers = sorted(n for n in leaves if first <= n <= last)
-        for n in numbers:
-            leaf = leaves.get(n)
-            if leaf is None:
-                continue
-            base = n << LEAF_SHIFT
-            for slot in range(LEAF_SIZE):
-                b = leaf[slot]
-                if b and lo <= base + slot < hi:
-                    yield base + slot, b ^ _USED
+        return ((vpn, b ^ _USED) for vpn, b in self.walk(lo, hi - 1))
 
 
 class AnonPage:

@@ -85,7 +85,7 @@ async def test_a_touched_page_costs_at_most_4k_and_256_bytes(pages: int) -> None
     finally:
         tracemalloc.stop()
     assert per_page <= PAGE + 256
-    assert not proc.mm.ptes.leaves
+    assert not proc.mm.ptes.nodes
     assert not inode.mapping.pages.nodes
     assert left < 64 * pages  # the pages, leaves and nodes went back
 
@@ -105,7 +105,7 @@ async def test_munmap_splits_and_frees() -> None:
     await proc.munmap(addr, 4 * PAGE)
     assert proc.mm.vmas == []
     assert not proc.mm.ptes
-    assert not proc.mm.ptes.leaves  # the leaves went with their last entries
+    assert not proc.mm.ptes.nodes  # the leaves went with their last entries
 
 
 async def test_munmap_transfers_dirty_ptes_to_pages() -> None:

@@ -307,7 +307,8 @@ async def test_find_vma_follows_splits_merges_and_unmaps() -> None:
 
 
 def test_page_cache_is_a_dict_in_nodes_of_64() -> None:
-    from sim_mmu.page import XA_CHUNK_SIZE, AddressSpace
+    from sim_mmu.page import AddressSpace
+    from sim_mmu.xarray import XA_CHUNK_SIZE
 
     mapping = AddressSpace()
     cache = mapping.pages
@@ -338,7 +339,7 @@ def test_page_cache_is_a_dict_in_nodes_of_64() -> None:
 
 
 def test_page_tag_walks_ranges_in_order() -> None:
-    from sim_mmu.page import PageTag
+    from sim_mmu.xarray import PageTag
 
     tag = PageTag()
     for i in (1 << 40, 700, 3, 64, 63, 3):
@@ -370,7 +371,7 @@ def test_page_table_keeps_entries_whose_bits_are_all_clear() -> None:
     with pytest.raises(ValueError, match="out of range"):
         ptes[7] = 0x80
     del ptes[5]
-    assert len(ptes.leaves) == 1
+    assert len(ptes.nodes) == 1
     assert ptes.pop(5) is None
     with pytest.raises(KeyError):
         del ptes[5]
@@ -382,14 +383,14 @@ async def test_check_simulation_catches_broken_nodes_and_a_stale_tlb() -> None:
     sim, proc, inode, _, addr = await mapped(2)
     await proc.store(addr, b"x")
     check_simulation(sim)
-    leaf = next(iter(proc.mm.ptes.leaves.values()))
+    leaf = next(iter(proc.mm.ptes.nodes.values()))
     leaf[64] += 1  # a leaf that miscounts its entries
-    with pytest.raises(InvariantError, match="leaf"):
+    with pytest.raises(InvariantError, match="PTEs node"):
         check_simulation(sim)
     leaf[64] -= 1
     node = next(iter(inode.mapping.pages.nodes.values()))
     node[64] += 1  # type: ignore[operator]
-    with pytest.raises(InvariantError, match="page-cache node"):
+    with pytest.raises(InvariantError, match="pages node"):
         check_simulation(sim)
     node[64] -= 1  # type: ignore[operator]
     proc.mm.ptes.tlb_data = bytearray(PAGE)  # a TLB entry that is not the mapped page
