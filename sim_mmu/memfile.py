@@ -85,7 +85,8 @@ class MemVmOpsMkwrite(MemVmOps):
             await page.lock()
         else:
             page.locked = True  # folio_trylock
-        if page.mapping is not inode.mapping or page.index >= size_in_pages(inode.size):
+        # truncated, or the page now starts at or beyond EOF
+        if page.mapping is not inode.mapping or page.index << PAGE_SHIFT >= inode.size:
             page.unlock()
             return VmFault.NOPAGE
         if inode.wait_stable:
