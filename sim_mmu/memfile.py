@@ -30,6 +30,7 @@ from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, AddressSpace, Page
 from sim_mmu.protocols import VmFault, VmFaultInfo
 
 _ZERO = bytes(PAGE_SIZE)
+_LOCKED = VmFault.LOCKED  # a member looked up once: VmFault.X costs a class lookup
 
 
 class MemAops:
@@ -93,7 +94,7 @@ class MemVmOpsMkwrite(MemVmOps):
             await page.wait_writeback()
         if inode.mkwrite_sleep_locked:
             await trio.sleep(inode.mkwrite_sleep_locked)
-        return VmFault.LOCKED
+        return _LOCKED
 
 
 class MemInode:
