@@ -209,25 +209,27 @@ class Process:
         ptes = self.mm.ptes
         if vpn == ptes.tlb_vpn and ptes.tlb_removals == _REMOVALS[0]:
             return ptes.tlb_data  # type: ignore[return-value]
-        buf = self._walk(vpn, bits, addr)
+        return self._tlb_miss(vpn, bits, addr)
+
+    def _tlb_miss(self, vpn: int, bits: int, addr: int) -> bytearray | bytes:
+        """The memory a present PTE maps, found from the PTE and loaded into the TLB."""
+        if bits & _ANON:
+            buf: bytearray | bytes = self.mm.anon[vpn].data
+        elif bits & _ZERO:
+            buf = zero_page()
+        else:
+            vma = self._vma
+            if vma is None or vma.mm is not self.mm or not vma.start <= addr < vma.end:
+                vma = self._vma_for(addr)
+            pgoff = vma.pgoff + vpn - (vma.start >> PAGE_SHIFT)
+            node = vma.mapping.pages.nodes.get(pgoff >> _XA_SHIFT)  # type: ignore[union-attr]
+            page = node[pgoff & _XA_MASK] if node is not None else None
+            if page is None:
+                raise RuntimeError(f"BUG: PTE at {addr:#x} maps a page not in the page cache")
+            buf = page.data
+        ptes = self.mm.ptes
         ptes.tlb_vpn, ptes.tlb_data, ptes.tlb_removals = vpn, buf, _REMOVALS[0]
         return buf
-
-    def _walk(self, vpn: int, bits: int, addr: int) -> bytearray | bytes:
-        """The memory a present PTE maps, found from the PTE (a TLB miss)."""
-        if bits & _ANON:
-            return self.mm.anon[vpn].data
-        if bits & _ZERO:
-            return zero_page()
-        vma = self._vma
-        if vma is None or vma.mm is not self.mm or not vma.start <= addr < vma.end:
-            vma = self._vma_for(addr)
-        pgoff = vma.pgoff + vpn - (vma.start >> PAGE_SHIFT)
-        node = vma.mapping.pages.nodes.get(pgoff >> _XA_SHIFT)  # type: ignore[union-attr]
-        page = node[pgoff & _XA_MASK] if node is not None else None
-        if page is None:
-            raise RuntimeError(f"BUG: PTE at {addr:#x} maps a page not in the page cache")
-        return page.data
 
     async def store(self, addr: int, data: bytes | bytearray | memoryview) -> int:
         """Store ``data`` at ``addr``; return the bytes stored (all, unless abandoned)."""
@@ -256,7 +258,7 @@ class Process:
                 if vpn == ptes.tlb_vpn and ptes.tlb_removals == _REMOVALS[0]:
                     buf = ptes.tlb_data  # a TLB hit (PageTable.tlb_lookup, inlined)
                 else:
-                    buf = self._page_buffer(vpn, bits, a)
+                    buf = self._tlb_miss(vpn, bits, a)
                 if chunk == n:
                     buf[off : off + n] = src  # type: ignore[index]
                 else:
