@@ -29,7 +29,6 @@ from sim_mmu.filemap import filemap_fault, filemap_write_and_wait_range, size_in
 from sim_mmu.page import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, AddressSpace, Page
 from sim_mmu.protocols import VmFault, VmFaultInfo
 
-_ZERO = bytes(PAGE_SIZE)
 _LOCKED = VmFault.LOCKED  # a member looked up once: VmFault.X costs a class lookup
 
 

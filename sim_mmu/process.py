@@ -227,8 +227,7 @@ class Process:
             if page is None:
                 raise RuntimeError(f"BUG: PTE at {addr:#x} maps a page not in the page cache")
             buf = page.data
-        ptes = self.mm.ptes
-        ptes.tlb_vpn, ptes.tlb_data, ptes.tlb_removals = vpn, buf, _REMOVALS[0]
+        self.mm.ptes.load_tlb(vpn, buf)
         return buf
 
     async def store(self, addr: int, data: bytes | bytearray | memoryview) -> int:
@@ -256,7 +255,7 @@ class Process:
                 off = a & PAGE_MASK
                 chunk = n - pos if n - pos <= PAGE_SIZE - off else PAGE_SIZE - off
                 if vpn == ptes.tlb_vpn and ptes.tlb_removals == _REMOVALS[0]:
-                    buf = ptes.tlb_data  # a TLB hit (PageTable.tlb_lookup, inlined)
+                    buf = ptes.tlb_data  # a TLB hit (as in _page_buffer)
                 else:
                     buf = self._tlb_miss(vpn, bits, a)
                 if chunk == n:
