@@ -33,9 +33,9 @@ from typing import Any
 import trio
 import trio.testing
 
-from fusefs.core import Filesystem
-from fusefs.inode import Ctx
-from fusefs.throttle import DirtyConfig
+from fusefs.fs.core import Filesystem
+from fusefs.fs.inode import Ctx
+from fusefs.vm.throttle import DirtyConfig
 from sim_mmu import MapFlags, Prot, Simulation
 from sim_mmu.bdi import CHARGED_TASK
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fusefs import store
+from fusefs.fs import store
 
 MIB = 1 << 20
 PAGE = 4096
@@ -51,7 +51,7 @@ CREATE_SIZE = 1024
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fusefs.cli", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "fusefs", *args], capture_output=True, text=True, check=False
     )
 
 

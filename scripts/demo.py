@@ -6,7 +6,7 @@ story as a scenario with its expectations checked; and the real kernel beside it
 Narrates each step and runs the real tools (`mkwritefs`, `dd`, `df`, `rm`) against a
 mount in a temporary directory, printing their output as a user would see it. The mount
 is always unmounted at the end (`finally`), also when a step fails or on Ctrl-C. The
-policy table comes from `fusefs.showcase`, which mounts in this process (the simulated
+policy table comes from `fusefs.scenario.showcase`, which mounts in this process (the simulated
 process shares the filesystem's page cache) and unmounts between policies.
 """
 
@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fusefs import showcase
-from fusefs.cli import find_mount
+from fusefs.cli.main import find_mount
+from fusefs.scenario import showcase
 
-MKWRITEFS = [sys.executable, "-m", "fusefs.cli"]
+MKWRITEFS = [sys.executable, "-m", "fusefs"]
 
 
 def say(text: str) -> None:

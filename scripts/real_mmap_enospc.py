@@ -8,7 +8,7 @@ and fsyncs, and stores into a page fallocated before the fill; then reads everyt
 back past the page cache. The same again with `--writeback-cache`. As root it adds two
 of the kernel's own filesystems as ground truth: ext4 on a loop device (`mkfs.ext4 -m 0`)
 and a size-limited tmpfs. Then the simulator plays the same cases in process under the
-`fuse` and `reserve` policies (`fusefs.simprobe`). One table shows them side by side.
+`fuse` and `reserve` policies (`fusefs.probe.simprobe`). One table shows them side by side.
 
 Expected: ext4 and tmpfs refuse the store into a hole with SIGBUS at the store, while an
 overwrite of an allocated page succeeds. FUSE has no page_mkwrite upcall, so on
@@ -25,7 +25,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from fusefs.realkernel import (
+from fusefs.probe.realkernel import (
     PAGE,
     Column,
     ProbeError,
@@ -38,7 +38,7 @@ from fusefs.realkernel import (
     report_column,
     tmpfs_mounted,
 )
-from fusefs.simprobe import DEFAULT_CAPACITY, simulate
+from fusefs.probe.simprobe import DEFAULT_CAPACITY, simulate
 
 SIM_POLICIES = ("fuse", "reserve")
 
@@ -63,7 +63,7 @@ def simulator_columns(reports: Sequence[ProbeReport]) -> list[Column]:
     """The simulator beside the real kernel: the same cases, in process, under `fuse`
     (Linux's FUSE today: no page_mkwrite upcall) and `reserve` (the hook reserves a block
     or refuses with SIGBUS, as ext4 does), on a filesystem of the first mkwritefs probe's
-    size (`fusefs.simprobe`: nothing mounted, data read from the simulated page cache)."""
+    size (`fusefs.probe.simprobe`: nothing mounted, data read from the simulated page cache)."""
     blocks = next((r.df_full.size // PAGE for r in reports if r.label.startswith("mkwritefs")),
                   DEFAULT_CAPACITY)  # fmt: skip
     return [report_column(simulate(policy, capacity_blocks=blocks)) for policy in SIM_POLICIES]

@@ -4,7 +4,7 @@ hour), the server's memory sampled all along.
 
 Mounts a new filesystem with the public CLI (`mkwritefs mount DIR --size SIZE
 --foreground`, its own process) in a temporary directory and loops over the workloads of
-fusefs.workloads, in a seeded random order: fio with verification (mmap and psync
+fusefs.probe.workloads, in a seeded random order: fio with verification (mmap and psync
 engines), stress-ng's filesystem and mmap stressors, random xfs_io scripts checked
 against a model (mmap stores, msync, falloc, punch, pread), a git clone/checkout/fsck, plain
 writes/reads/deletes, and now and then a run far bigger than the free space (ENOSPC).
@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from fusefs import workloads
+from fusefs.probe import workloads
 
 ROOT = Path(__file__).resolve().parent.parent
 MKWRITEFS = str(ROOT / ".venv" / "bin" / "mkwritefs")

@@ -44,7 +44,7 @@ def test_readme_scenario_example_holds(tmp_path: Path) -> None:
     path = tmp_path / "mine.py"
     path.write_text(block)
     done = subprocess.run(
-        [sys.executable, "-m", "fusefs.cli", "scenario", "run", str(path), "--json"],
+        [sys.executable, "-m", "fusefs", "scenario", "run", str(path), "--json"],
         capture_output=True,
         text=True,
         timeout=120,

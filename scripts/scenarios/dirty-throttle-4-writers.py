@@ -13,7 +13,7 @@ strictlimit) is the cap while the global count stays far below every global thre
 and pause by its name (FILE-POLICY.png).
 """
 from fusefs.scenario import *
-from fusefs.throttle import DirtyConfig
+from fusefs.vm.throttle import DirtyConfig
 
 setup(capacity=4096, policies=("reserve", "fuse"),
       dirty=DirtyConfig(memory_pages=8192, write_bandwidth=256.0, measured=True,

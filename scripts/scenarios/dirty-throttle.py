@@ -11,7 +11,7 @@ far below every global threshold (KERNEL.md section 4).
 `mkwritefs scenario run dirty-throttle --plot FILE` draws the series (FILE-POLICY.png).
 """
 from fusefs.scenario import *
-from fusefs.throttle import DirtyConfig
+from fusefs.vm.throttle import DirtyConfig
 
 setup(capacity=4096, policies=("reserve", "fuse"),
       dirty=DirtyConfig(memory_pages=8192, write_bandwidth=256.0, measured=True,

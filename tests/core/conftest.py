@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fusefs.core import ROOT_INO, Ctx, Filesystem
+from fusefs.fs.core import ROOT_INO, Ctx, Filesystem
 
 ROOT = Ctx(uid=0, gid=0, pid=1)
 USER = Ctx(uid=1000, gid=1000, pid=2, umask=0o022)

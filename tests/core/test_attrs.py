@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from fusefs.core import ROOT_INO, UTIME_NOW, Filesystem
+from fusefs.fs.core import ROOT_INO, UTIME_NOW, Filesystem
 
 from .conftest import ROOT, create
 

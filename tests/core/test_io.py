@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from fusefs.core import ROOT_INO, Filesystem, FsError
-from fusefs.handles import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
-from fusefs.space import SpaceStats
+from fusefs.fs.core import ROOT_INO, Filesystem, FsError
+from fusefs.fs.handles import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from fusefs.fs.space import SpaceStats
 
 from .conftest import PAGE, ROOT, create, used
 

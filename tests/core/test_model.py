@@ -19,8 +19,8 @@ import trio
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fusefs.core import ROOT_INO, Filesystem, FsError
-from fusefs.handles import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from fusefs.fs.core import ROOT_INO, Filesystem, FsError
+from fusefs.fs.handles import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 
 from .conftest import PAGE, ROOT
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from fusefs.core import (
+from fusefs.fs.core import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     ROOT_INO,

@@ -13,7 +13,7 @@ import trio
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from fusefs.core import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, Filesystem, FsError
+from fusefs.fs.core import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, Filesystem, FsError
 
 from .conftest import ROOT
 

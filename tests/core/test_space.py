@@ -6,8 +6,8 @@ import errno
 
 import pytest
 
-from fusefs.errors import FsError
-from fusefs.space import BlockPool, SpaceStats
+from fusefs.fs.errors import FsError
+from fusefs.fs.space import BlockPool, SpaceStats
 
 
 def test_reserve_claim_release_cycle() -> None:

@@ -7,8 +7,8 @@ import errno
 
 import pytest
 
-from fusefs.core import ROOT_INO, XATTR_CREATE, XATTR_REPLACE, Ctx, Filesystem, FsError
-from fusefs.xattrs import XATTR_SPACE_MAX
+from fusefs.fs.core import ROOT_INO, XATTR_CREATE, XATTR_REPLACE, Ctx, Filesystem, FsError
+from fusefs.fs.xattrs import XATTR_SPACE_MAX
 
 from .conftest import PAGE, ROOT, USER, create
 
@@ -125,7 +125,7 @@ async def test_introspection_names(fs: Filesystem) -> None:
 
 
 def test_registered_root_setting(fs: Filesystem) -> None:
-    from fusefs import introspect
+    from fusefs.fs import introspect
 
     def set_capacity(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
         introspect.require_owner(fs, ctx)

@@ -1,4 +1,4 @@
-"""The dirty-page model plugged into the filesystem core (fusefs.throttle), on virtual
+"""The dirty-page model plugged into the filesystem core (fusefs.vm.throttle), on virtual
 time: accounting by write(2), stores, writeback, truncate and eviction; write(2) and the
 fault path throttled (after the page is dirtied, or before it becomes writable); the
 device kind; the root's dirty attributes and settings."""
@@ -12,8 +12,8 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from fusefs.core import ROOT_INO, Ctx, Filesystem, FsError
-from fusefs.throttle import DirtyConfig
+from fusefs.fs.core import ROOT_INO, Ctx, Filesystem, FsError
+from fusefs.vm.throttle import DirtyConfig
 from sim_mmu import MapFlags, Prot, Simulation
 
 ROOT = Ctx(uid=0, gid=0, pid=1)

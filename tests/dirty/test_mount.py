@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.realbdi import SYSFS_BDI, device_of, read_real_bdi
+from fusefs.probe.realbdi import SYSFS_BDI, device_of, read_real_bdi
 from tests.mount.conftest import Server, served, start_server, stop_server
 from tests.mount.support import cli
 

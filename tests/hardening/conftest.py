@@ -1,7 +1,7 @@
 """Shared by the hardening tests: hypothesis budgets that grow under `--long`, and a
 module-wide mount whose server must never have logged a bug.
 
-A handler that hits a bug answers EIO and logs "BUG: ..." (fusefs.fuse_ops._boundary);
+A handler that hits a bug answers EIO and logs "BUG: ..." (fusefs.fuse.ops._boundary);
 a fuzzing test could take that EIO for an expected errno, so every server these tests
 start is checked for such a line before it is stopped.
 """

@@ -29,8 +29,8 @@ from typing import Any
 
 import trio
 
-from fusefs.core import Filesystem
-from fusefs.mount import Mount, serving
+from fusefs.fs.core import Filesystem
+from fusefs.fuse.mount import Mount, serving
 from sim_mmu import MapFlags, Process, Prot, SimError, Simulation
 
 from . import workers

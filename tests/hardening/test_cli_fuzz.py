@@ -29,8 +29,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fusefs import mountinfo
-from fusefs.cli import main
-from fusefs.policy import Policy
+from fusefs.cli.main import main
+from fusefs.vm.policy import Policy
 from tests.mount.conftest import Server
 
 from .conftest import fuzz, serve_module
@@ -158,7 +158,7 @@ def test_bad_bytes_in_argv_from_a_shell(busy_dir: Path) -> None:
     """argv as bytes that are not UTF-8, in a subprocess: still one line, exit 2."""
     for argv in ([b"mount", os.fsencode(busy_dir), b"--size", b"1M", b"--policy", b"\xfe\xff"],
                  [b"stat", os.fsencode(busy_dir) + b"/\xff"]):  # fmt: skip
-        result = subprocess.run([sys.executable.encode(), b"-m", b"fusefs.cli", *argv],
+        result = subprocess.run([sys.executable.encode(), b"-m", b"fusefs", *argv],
                                 capture_output=True, timeout=60, check=False)  # fmt: skip
         assert (result.returncode, result.stdout) == (2, b""), result.stderr
         assert result.stderr.count(b"\n") == 1, result.stderr

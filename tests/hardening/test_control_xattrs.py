@@ -25,8 +25,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from fusefs import introspect
-from fusefs.core import Filesystem  # noqa: F401 - registers the dirty model's names
+from fusefs.fs import introspect
+from fusefs.fs.core import Filesystem  # noqa: F401 - registers the dirty model's names
 from tests.mount.conftest import Server
 from tests.mount.support import getxattr_into, raises_errno
 

@@ -32,7 +32,7 @@ import pytest
 import trio
 
 from fusefs import mountinfo
-from fusefs.core import ROOT_INO, Ctx, Filesystem, FsError
+from fusefs.fs.core import ROOT_INO, Ctx, Filesystem, FsError
 from tests.mount.conftest import Server, start_server, stop_server
 from tests.mount.support import BLOCK, cli, raises_errno, wait_until
 

@@ -26,7 +26,7 @@ import trio
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from fusefs.core import ROOT_INO, Ctx, Filesystem, FsError
+from fusefs.fs.core import ROOT_INO, Ctx, Filesystem, FsError
 from tests.mount.conftest import Server
 from tests.mount.support import raises_errno, wait_until
 

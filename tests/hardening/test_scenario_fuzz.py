@@ -25,9 +25,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fusefs import runner
-from fusefs.cli import main
-from fusefs.scenario import Scenario, ScenarioError, load_file, scenario_files
+from fusefs.cli.main import main
+from fusefs.scenario import runner
+from fusefs.scenario.language import Scenario, ScenarioError, load_file, scenario_files
 
 from .conftest import fuzz
 
@@ -255,7 +255,7 @@ def test_cli_bad_file_in_a_subprocess(tmp_path: Path) -> None:
     for text in (bad.read_bytes(),):
         bad.write_bytes(text)
         result = subprocess.run(
-            [sys.executable, "-m", "fusefs.cli", "scenario", "run", str(bad)],
+            [sys.executable, "-m", "fusefs", "scenario", "run", str(bad)],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert (result.returncode, result.stdout) == (2, ""), result.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.realkernel import (
+from fusefs.probe.realkernel import (
     PAGE,
     ROWS,
     Column,

@@ -1,5 +1,5 @@
 """The simulator beside the real kernel: the probe's cases played in process
-(`fusefs.simprobe`) under `fuse` and `reserve`, and the columns they add to
+(`fusefs.probe.simprobe`) under `fuse` and `reserve`, and the columns they add to
 `scripts/real_mmap_enospc.py`'s table.
 
 `fuse` must say what Linux's FUSE does today (the store into a hole is acknowledged, msync
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.realkernel import PAGE, ROWS, Df, Fill, ProbeReport, format_table
-from fusefs.simprobe import simulate
+from fusefs.probe.realkernel import PAGE, ROWS, Df, Fill, ProbeReport, format_table
+from fusefs.probe.simprobe import simulate
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "real_mmap_enospc.py"
 

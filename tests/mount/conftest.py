@@ -1,6 +1,6 @@
 """Fixtures that mount a real mkwritefs, served by a separate process.
 
-The server is `python -m fusefs.cli mount DIR --foreground`, started with subprocess, and
+The server is `python -m fusefs.cli.main mount DIR --foreground`, started with subprocess, and
 the fixture polls until DIR is a mount point (or the server died: then the test fails
 with the server's log). Teardown ALWAYS runs, whatever the test did to the server:
 `fusermount3 -u`, then `-uz` (a busy or dead mount), then terminate -> kill the process.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.cli import find_mount
+from fusefs.cli.main import find_mount
 
 READY_TIMEOUT = 30.0  # a harness limit for a server that never comes up, not an assertion
 
@@ -48,7 +48,7 @@ class Server:
 
 def start_server(mountpoint: str, *, size: str = "16M", extra: tuple[str, ...] = ()) -> Server:
     log_fd, log_path = tempfile.mkstemp(prefix="mkwritefs-server-", suffix=".log")
-    cmd = [sys.executable, "-m", "fusefs.cli", "mount", mountpoint, "--foreground",
+    cmd = [sys.executable, "-m", "fusefs", "mount", mountpoint, "--foreground",
            "--size", size, *extra]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd)
     os.close(log_fd)

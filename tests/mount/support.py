@@ -59,7 +59,7 @@ def wait_until(condition: Callable[[], bool], what: str = "condition") -> None:
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run `mkwritefs ARGS` in a subprocess (never from a thread serving a mount)."""
     return subprocess.run(
-        [sys.executable, "-m", "fusefs.cli", *args],
+        [sys.executable, "-m", "fusefs", *args],
         capture_output=True,
         text=True,
         check=False,

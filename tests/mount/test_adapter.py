@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import pyfuse3
 import pytest
 
-from fusefs.core import ROOT_INO, Filesystem
-from fusefs.fuse_ops import ATTR_TIMEOUT, ENTRY_TIMEOUT, Operations
+from fusefs.fs.core import ROOT_INO, Filesystem
+from fusefs.fuse.ops import ATTR_TIMEOUT, ENTRY_TIMEOUT, Operations
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ async def test_a_bug_is_logged_and_answered_eio(
 
     monkeypatch.setattr(ops.fs, "getattr", broken)
     with (
-        caplog.at_level(logging.ERROR, logger="fusefs.fuse_ops"),
+        caplog.at_level(logging.ERROR, logger="fusefs.fuse.ops"),
         pytest.raises(pyfuse3.FUSEError) as excinfo,
     ):
         await ops.getattr(ROOT_INO, CTX)
@@ -66,7 +66,7 @@ async def test_forget_never_raises(
         raise KeyError("a bug")
 
     monkeypatch.setattr(ops.fs, "forget", broken)
-    with caplog.at_level(logging.ERROR, logger="fusefs.fuse_ops"):
+    with caplog.at_level(logging.ERROR, logger="fusefs.fuse.ops"):
         await ops.forget([(42, 1)])
     assert "BUG" in caplog.text
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.cli import find_mount, has_exited, main
+from fusefs.cli.main import find_mount, has_exited, main
 
 from .conftest import Server, start_server, stop_server
 from .support import BLOCK, cli
@@ -201,7 +201,7 @@ def test_missing_dev_fuse(tmp_path: Path) -> None:
 def _python_cli() -> list[str]:
     import sys
 
-    return [sys.executable, "-m", "fusefs.cli"]
+    return [sys.executable, "-m", "fusefs"]
 
 
 def test_non_root_without_fusermount3(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from fusefs.report_svg import model_svg
+from fusefs.scenario.report_svg import model_svg
 
 
 def rows(device_dirty: float, wb_thresh: float) -> list[dict[str, float]]:

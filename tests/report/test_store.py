@@ -57,8 +57,8 @@ def scenario_as_nobody(cwd: Path, *args: str) -> subprocess.CompletedProcess[str
     """`mkwritefs scenario ARGS` as nobody, in a forked child (no exec: the interpreter
     lives under /root, which nobody may not enter, so the modules the commands import
     are imported here first); output all on stderr."""
-    from fusefs import mount, report, runner, scenario_cli, store  # noqa: F401
-    from fusefs.cli import main
+    from fusefs.cli.main import main
+    from fusefs.fs import store  # noqa: F401
 
     code, text = _as_nobody(str(cwd), lambda: main(["scenario", *args]))
     return subprocess.CompletedProcess(args, code, "", text)

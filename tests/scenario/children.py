@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fusefs.runner import play
-from fusefs.scenario import load_file
+from fusefs.scenario.language import load_file
+from fusefs.scenario.runner import play
 
 
 def play_files(paths: list[str], mountpoint: str) -> dict[str, dict[str, Any]]:

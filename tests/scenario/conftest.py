@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fusefs import mountinfo
-from fusefs.scenario import scenario_files
+from fusefs.scenario.language import scenario_files
 
 from . import children
 

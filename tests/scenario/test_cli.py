@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fusefs import mountinfo
-from fusefs.scenario import scenario_files
+from fusefs.scenario.language import scenario_files
 
 from .conftest import cli, unmount
 

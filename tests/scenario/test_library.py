@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fusefs.scenario import find, load_file, scenario_files
+from fusefs.scenario.language import find, load_file, scenario_files
 
 NAMES = [p.stem for p in scenario_files()]
 

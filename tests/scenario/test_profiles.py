@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fusefs.scenario import (
+from fusefs.scenario.language import (
     MISSING,
     Per,
     ScenarioError,

@@ -14,9 +14,10 @@ from typing import Any
 
 import trio
 
-from fusefs import mountinfo, showcase
-from fusefs.core import Filesystem
-from fusefs.mount import Mount, MountError, serving
+from fusefs import mountinfo
+from fusefs.fs.core import Filesystem
+from fusefs.fuse.mount import Mount, MountError, serving
+from fusefs.scenario import showcase
 from sim_mmu import SIGBUS, MapFlags, Process, Prot, SigInfo, Simulation
 
 PAGE = 4096

@@ -4,7 +4,7 @@ The filesystem and the simulator must share one process (one page cache, one tri
 loop), but a test must never serve a mount from the pytest process itself: a mistake
 there (a blocking system call on the mount from the serving thread) would hang the
 whole run. So each test hands a function of `children` to `in_child`, which runs it in
-a fresh spawned Python process (where it mounts with `fusefs.mount.serving`, drives
+a fresh spawned Python process (where it mounts with `fusefs.fuse.mount.serving`, drives
 simulated processes and checks the mount from worker threads) and returns what that
 function returned, or fails with the child's traceback. Whatever happened, the mount
 point is unmounted afterwards (fusermount3 -u, then -uz) and the child ended.
@@ -123,7 +123,7 @@ def in_child(mountpoint: str) -> Callable[..., Any]:
 def cli(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
     """`mkwritefs ARGS` in a subprocess, optionally as another user (setuid in the child)."""
     return subprocess.run(
-        [sys.executable, "-m", "fusefs.cli", *args],
+        [sys.executable, "-m", "fusefs", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fusefs.policy import Policy
+from fusefs.vm.policy import Policy
 
 from . import children
 

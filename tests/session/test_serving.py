@@ -1,4 +1,4 @@
-"""fusefs.mount.serving: mount in this process, check from a thread, unmount cleanly -
+"""fusefs.fuse.mount.serving: mount in this process, check from a thread, unmount cleanly -
 also when the body raises or is cancelled with a system call blocked on the mount."""
 
 from __future__ import annotations

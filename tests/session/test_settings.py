@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fusefs.cli import main
+from fusefs.cli.main import main
 
 from .conftest import cli
 

@@ -1,4 +1,4 @@
-"""The mmap safety demonstration's numbers (fusefs.showcase), every policy through a
+"""The mmap safety demonstration's numbers (fusefs.scenario.showcase), every policy through a
 real in-process mount: under reserve nothing acknowledged is lost; under legacy, fuse
 and cache the loss is shown by cat and counted by the filesystem."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from fusefs import showcase
+from fusefs.scenario import showcase
 
 from . import children
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.cli import find_mount
-from fusefs.store import FORMAT_VERSION
+from fusefs.cli.main import find_mount
+from fusefs.fs.store import FORMAT_VERSION
 from tests.mount.support import cli
 
 pytestmark = pytest.mark.mount

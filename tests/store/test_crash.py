@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from fusefs import store_fsck
+from fusefs.fs import store_fsck
 from tests.mount.conftest import Server, start_server, stop_server, wait_mounted
 
 from . import crash_writer as w
@@ -38,10 +38,10 @@ pytestmark = pytest.mark.mount
 
 WRITER = str(Path(w.__file__))
 READY_TIMEOUT = 30.0  # harness limits for a writer that never starts, not assertions
-# The server as `mkwritefs mount DIR --store STORE --foreground` runs it (fusefs.mount's
+# The server as `mkwritefs mount DIR --store STORE --foreground` runs it (fusefs.fuse.mount's
 # serve), without the command line's imports and re-exec: 20 starts cost half as much.
 SERVE = (
-    "import sys; from fusefs.mount import MountConfig, serve; "
+    "import sys; from fusefs.fuse.mount import MountConfig, serve; "
     "serve(MountConfig(mountpoint=sys.argv[1], capacity_blocks=0, store=sys.argv[2]))"
 )
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fusefs import runner
-from fusefs.scenario import find, load_file
+from fusefs.scenario import runner
+from fusefs.scenario.language import find, load_file
 from tests.mount.support import cli
 
 pytestmark = pytest.mark.mount

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.core import Ctx, Filesystem
-from fusefs.errors import FsError
-from fusefs.store import MEMORY, SqliteStore, StoreError, mkfs
+from fusefs.fs.core import Ctx, Filesystem
+from fusefs.fs.errors import FsError
+from fusefs.fs.store import MEMORY, SqliteStore, StoreError, mkfs
 
 ROOT = Ctx(0, 0, 0)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from fusefs.core import Ctx, Filesystem
-from fusefs.policy import Policy
-from fusefs.vm import SimFile
+from fusefs.fs.core import Ctx, Filesystem
+from fusefs.vm.ops import SimFile
+from fusefs.vm.policy import Policy
 from sim_mmu import SIGBUS, MapFlags, Process, Prot, SigInfo, Simulation
 from sim_mmu.check import check_simulation
 

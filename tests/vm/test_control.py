@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from fusefs.core import ROOT_INO, Filesystem, FsError
-from fusefs.policy import Policy
+from fusefs.fs.core import ROOT_INO, Filesystem, FsError
+from fusefs.vm.policy import Policy
 from sim_mmu import MapFlags
 
 from .conftest import PAGE, ROOT, RW, USER, fill, make_rig

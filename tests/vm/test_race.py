@@ -13,8 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from fusefs.core import Filesystem
-from fusefs.policy import Policy
+from fusefs.fs.core import Filesystem
+from fusefs.vm.policy import Policy
 from sim_mmu import SIGBUS, MapFlags, Process, SigInfo, SimError, Simulation
 from sim_mmu.check import check_simulation
 

@@ -11,9 +11,9 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusefs.core import Filesystem, FsError
-from fusefs.handles import FALLOC_FL_KEEP_SIZE
-from fusefs.vm import SimFile
+from fusefs.fs.core import Filesystem, FsError
+from fusefs.fs.handles import FALLOC_FL_KEEP_SIZE
+from fusefs.vm.ops import SimFile
 from sim_mmu import SIGBUS, MapFlags, Process, SigInfo, Simulation
 from sim_mmu.check import check_simulation
 

@@ -8,8 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from fusefs.handles import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
-from fusefs.policy import Policy
+from fusefs.fs.handles import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from fusefs.vm.policy import Policy
 from sim_mmu import SimError
 
 from .conftest import ALL, HOOKED, PAGE, ROOT, fill, make_rig

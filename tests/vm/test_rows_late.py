@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from fusefs.policy import Policy
+from fusefs.vm.policy import Policy
 from sim_mmu import MapFlags, Prot, SimError
 
 from .conftest import ALL, HOOKED, PAGE, PRIVATE, ROOT, RW, fill, make_rig
@@ -224,7 +224,7 @@ async def test_row29_kernel_copy_into_hole_on_full_fs(policy: Policy) -> None:
 
 @pytest.mark.parametrize("policy", ALL)
 async def test_row30_write_into_hole_on_full_fs(policy: Policy) -> None:
-    from fusefs.errors import FsError
+    from fusefs.fs.errors import FsError
 
     rig = await make_rig(policy, capacity=2)
     await fill(rig.fs)

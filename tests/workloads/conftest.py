@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from fusefs import workloads
+from fusefs.probe import workloads
 from tests.mount.conftest import Server, mkwritefs, mount_factory, workdir  # noqa: F401
 
 

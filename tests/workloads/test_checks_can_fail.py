@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from fusefs import workloads
+from fusefs.probe import workloads
 from tests.mount.conftest import Server
 
 pytestmark = pytest.mark.mount

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from fusefs import workloads
+from fusefs.probe import workloads
 from tests.mount.conftest import Server
 from tests.workloads.conftest import check_mount, empty_again
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from fusefs.core import ROOT_INO, Ctx, Filesystem
+from fusefs.fs.core import ROOT_INO, Ctx, Filesystem
 
 ROOT = Ctx(uid=0, gid=0, pid=1)
 FSCK = b"user.mkwritefs.fsck"

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from fusefs import workloads
+from fusefs.probe import workloads
 from tests.workloads.conftest import check_mount
 
 pytestmark = pytest.mark.mount

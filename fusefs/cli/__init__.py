@@ -1,0 +1,1 @@
+"""The `mkwritefs` command line: one module per family of commands."""
