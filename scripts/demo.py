@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fusefs.cli.main import find_mount
+from fusefs.cli.mount import find_mount
 from fusefs.scenario import showcase
 
 MKWRITEFS = [sys.executable, "-m", "fusefs"]

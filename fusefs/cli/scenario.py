@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from fusefs.cli.main import UsageError, command
+from fusefs.cli.common import UsageError, command
 from fusefs.scenario.language import ALL, Scenario, ScenarioError, find, load_file, scenario_files
 from sim_mmu.profile import PROFILES
 
@@ -39,15 +39,23 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME|FILE",
         help="a name from `mkwritefs scenario list`, or the path of a scenario file",
     )
-    run.add_argument("--policy", default="all",
-                     help=f"one of {', '.join(ALL)}, or all (default: all the scenario declares)")
-    run.add_argument("--profile", choices=list(PROFILES),
-                     help="kernel profile (default: the scenario's; the first of those it is "
-                     "told on)")
+    run.add_argument(
+        "--policy",
+        default="all",
+        help=f"one of {', '.join(ALL)}, or all (default: all the scenario declares)",
+    )
+    run.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        help="kernel profile (default: the scenario's; the first of those it is told on)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object")
-    run.add_argument("--trace", metavar="FILE",
-                     help="write the events: Chrome trace JSON (Perfetto), or JSON lines "
-                     "when FILE ends in .jsonl")
+    run.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write the events: Chrome trace JSON (Perfetto), or JSON lines "
+        "when FILE ends in .jsonl",
+    )
     run.add_argument("--plot", metavar="FILE",
                      help="draw the dirty-page time series as a PNG (a scenario with "
                      "setup(dirty=DirtyConfig(record_interval=...))); FILE-POLICY.png per "
@@ -56,11 +64,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     _add_store(run)
     run.add_argument("--keep", action="store_true",
                      help="leave the (last) mount up after the run, until Ctrl-C")  # fmt: skip
-    from fusefs.scenario import (
-        report,  # `scenario report`: the HTML page (fusefs.scenario.report owns it)
-    )
 
-    _add_store(report.add_parser(sub, list(PROFILES)))
+    _add_store(_report_parser(sub, list(PROFILES)))
 
 
 def _add_store(parser: argparse.ArgumentParser) -> None:
@@ -83,9 +88,7 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
 def _scenario(args: argparse.Namespace) -> int:
     try:
         if args.action == "report":
-            from fusefs.scenario import report
-
-            return report.main(args)
+            return _run_report(args)
         return _list() if args.action == "list" else _run(args)
     except BrokenPipeError:  # `| head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -216,3 +219,48 @@ async def _keep(m: Any) -> None:
     print(f"mounted on {m.mountpoint}; look around (ls, df, getfattr -d -m user.mkwritefs); "
           "Ctrl-C to unmount", file=sys.stderr, flush=True)  # fmt: skip
     await m.wait_ended()
+
+
+def _run_report(args: Any) -> int:
+    """`mkwritefs scenario report NAME --html FILE [--page N] [--profile P] [--store DIR]`."""
+    from fusefs.fuse.mount import MountError
+    from fusefs.scenario import report
+
+    try:
+        scenario = load_file(find(args.scenario))
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    directory = os.path.dirname(os.path.abspath(args.html))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise UsageError(f"cannot write the report to {args.html}: {directory} is not writable")
+    if args.page is not None and args.page < 0:
+        raise UsageError(f"--page must be a page number (0 or more), not {args.page}")
+    stores = store_paths(args.store, scenario.name, list(scenario.policies))
+    try:
+        text, recordings = report.build(
+            scenario,
+            page=args.page,
+            profile=args.profile,
+            progress=lambda t: print(t, file=sys.stderr, flush=True),
+            stores=stores,
+        )
+    except MountError as exc:
+        raise UsageError(str(exc)) from None
+    with open(args.html, "w") as fp:
+        fp.write(text)
+    print(f"report: {args.html} ({len(recordings)} policies)", file=sys.stderr)
+    return 0 if all(r.result.ok for r in recordings) else 1
+
+
+def _report_parser(sub: Any, profiles: list[str]) -> Any:
+    """The `report` action of `mkwritefs scenario` (its parser: `--store` is added by
+    fusefs.cli.scenario, with the same meaning as for `run`)."""
+    p = sub.add_parser("report", help="play a scenario under every policy it declares and "
+                       "write one self-contained HTML page")  # fmt: skip
+    p.add_argument("scenario", metavar="NAME|FILE")
+    p.add_argument("--html", required=True, metavar="FILE", help="the page to write")
+    p.add_argument("--page", type=int, metavar="N",
+                   help="the page whose PTE life is shown (default: the first that got a "
+                   "page_mkwrite call)")  # fmt: skip
+    p.add_argument("--profile", choices=profiles, help="kernel profile (default: the scenario's)")
+    return p

@@ -16,7 +16,8 @@ import sqlite3
 import sys
 import time
 
-from fusefs.cli.main import BLOCK_SIZE, UsageError, command, parse_size
+from fusefs.cli.common import UsageError, command, parse_size
+from fusefs.constants import BLOCK_SIZE
 from fusefs.fs import store as store_mod
 from fusefs.fs import store_fsck
 from fusefs.fs.store import StoreError
@@ -53,7 +54,8 @@ def check_mount_store(path: str, size: str | None) -> int:
 def _mkfs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", metavar="STORE", help="the store file to create (must not exist)")
     parser.add_argument(
-        "--size", required=True,
+        "--size",
+        required=True,
         help="capacity, tmpfs style: 16M, 1G, 4096k or plain bytes (4096-byte blocks)",
     )
 
@@ -68,8 +70,7 @@ def _mkfs_arguments(parser: argparse.ArgumentParser) -> None:
 def run_mkfs(args: argparse.Namespace) -> int:
     blocks = parse_size(args.size)
     try:
-        store_mod.mkfs(args.store, blocks, uid=os.getuid(), gid=os.getgid(),
-                       now_ns=time.time_ns())
+        store_mod.mkfs(args.store, blocks, uid=os.getuid(), gid=os.getgid(), now_ns=time.time_ns())
     except StoreError as exc:
         raise UsageError(str(exc)) from None
     print(f"{args.store}: a mkwritefs store of {blocks} blocks of {BLOCK_SIZE} bytes")
@@ -81,8 +82,9 @@ def run_mkfs(args: argparse.Namespace) -> int:
 
 def _fsck_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", metavar="STORE", help="the store to check (not mounted)")
-    parser.add_argument("--repair", action="store_true",
-                        help="fix what can be fixed and say what was done")
+    parser.add_argument(
+        "--repair", action="store_true", help="fix what can be fixed and say what was done"
+    )
 
 
 @command(

@@ -5,7 +5,7 @@ the constructor (every option and all the state), ``statfs`` and the figures, th
 extended-attribute requests (user attributes, :mod:`fusefs.fs.xattrs`, and the
 ``user.mkwritefs.*`` control interface, :mod:`fusefs.fs.introspect`), the way simulated
 processes open files (:meth:`Filesystem.open_file`, :meth:`Filesystem.open_path`,
-giving a :class:`~fusefs.vm.ops.SimFile`), rename (:mod:`fusefs.fs.rename`) and fsck
+giving a :class:`~fusefs.vm.file.SimFile`), rename (:mod:`fusefs.fs.rename`) and fsck
 (:mod:`fusefs.fs.fsck`).  It imports nothing from pyfuse3: every user-caused failure is
 an :class:`~fusefs.fs.errors.FsError` with an errno.
 
@@ -41,7 +41,8 @@ from dataclasses import dataclass
 
 import trio
 
-from fusefs.fs import introspect, xattrs
+from fusefs.constants import BLOCK_SIZE
+from fusefs.fs import dirty_attrs, introspect, xattrs
 from fusefs.fs.directory import NAME_MAX, Directory
 from fusefs.fs.errors import FsError
 from fusefs.fs.filedata import FileData, VmCounters
@@ -50,9 +51,10 @@ from fusefs.fs.handles import OpenFile, OpenFiles
 from fusefs.fs.inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode, StatFs
 from fusefs.fs.rename import RENAME_EXCHANGE, RENAME_NOREPLACE, rename_entry
 from fusefs.fs.settings import Settings
-from fusefs.fs.space import BLOCK_SIZE, BlockPool, SpaceStats
+from fusefs.fs.space import BlockPool, SpaceStats
 from fusefs.fs.store import MEMORY, Store
-from fusefs.vm.ops import BackingCache, SimFile
+from fusefs.vm.cache import BackingCache
+from fusefs.vm.file import SimFile
 from fusefs.vm.policy import DEFAULT_POLICY, Policy, parse_policy
 from fusefs.vm.throttle import DirtyConfig, DirtyThrottle
 
@@ -76,6 +78,8 @@ __all__ = [
 
 XATTR_CREATE = xattrs.XATTR_CREATE
 XATTR_REPLACE = xattrs.XATTR_REPLACE
+
+dirty_attrs.register()  # the dirty model's names among the root's control attributes
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass
 
+from fusefs.constants import BLOCK_SIZE
 from fusefs.fs.directory import Directory
 from fusefs.fs.filedata import FileData
-from fusefs.fs.space import BLOCK_SIZE
 from fusefs.vm.policy import Policy
 
 ROOT_INO = 1

@@ -30,13 +30,14 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from fusefs.constants import XATTR_PREFIX_BYTES
 from fusefs.fs.errors import FsError
 from fusefs.fs.inode import Ctx, Inode
 
 if TYPE_CHECKING:
     from fusefs.fs.core import Filesystem
 
-PREFIX = b"user.mkwritefs."
+PREFIX = XATTR_PREFIX_BYTES
 
 RootFigure = Callable[["Filesystem"], int | str]
 FileFigure = Callable[["Filesystem", Inode], int | str]

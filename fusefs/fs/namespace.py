@@ -38,7 +38,7 @@ from fusefs.fs.filedata import FileData, VmCounters, WriteCap
 from fusefs.fs.inode import ROOT_INO, UTIME_NOW, Attr, Ctx, Inode
 from fusefs.fs.space import BlockPool
 from fusefs.fs.store import Store
-from fusefs.vm.ops import BackingCache
+from fusefs.vm.cache import BackingCache
 from fusefs.vm.policy import Policy
 from fusefs.vm.throttle import DirtyThrottle
 

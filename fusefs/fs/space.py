@@ -26,8 +26,6 @@ from dataclasses import dataclass
 
 from fusefs.fs.errors import FsError
 
-BLOCK_SIZE = 4096
-
 
 @dataclass(frozen=True, slots=True)
 class SpaceStats:

@@ -60,10 +60,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from fusefs import mountinfo
+from fusefs.constants import BLOCK_SIZE, FS_TYPE
 from fusefs.fs.directory import Directory
 from fusefs.fs.errors import FsError
 from fusefs.fs.inode import ROOT_INO, Inode
-from fusefs.fs.space import BLOCK_SIZE, BlockPool
+from fusefs.fs.space import BlockPool
 from fusefs.vm.policy import parse_policy
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ DB_PAGE_SIZE = 65536  # 15 blocks per database page: sequential writes go fastes
 CACHE_KIB = 64 << 10  # SQLite's page cache, at most
 THREAD_MAX_BLOCKS = 2048  # a commit of more blocks runs on the serving thread, uncopied
 WAL_CHECKPOINT_BYTES = 16 << 20  # the flusher folds a WAL this big into the database
-MKWRITEFS_FSTYPE = "fuse.mkwritefs"
+MKWRITEFS_FSTYPE = FS_TYPE
 
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);

@@ -30,9 +30,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fusefs.constants import BLOCK_SIZE
 from fusefs.fs.directory import NAME_MAX
 from fusefs.fs.inode import ROOT_INO
-from fusefs.fs.space import BLOCK_SIZE
 from fusefs.fs.store import FORMAT_VERSION
 
 Repair = Callable[[sqlite3.Connection], str]

@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 import trio
 
 from fusefs import mountinfo
+from fusefs.constants import BLOCK_SIZE
 from fusefs.fs.core import Filesystem
 from fusefs.fs.errors import FsError
 from fusefs.fs.store import SqliteStore, StoreError
@@ -71,7 +72,6 @@ from fusefs.vm.policy import DEFAULT_POLICY, Policy
 
 log = logging.getLogger(__name__)
 
-BLOCK_SIZE = 4096
 READ_AHEAD_KB = 1024  # = max_write/max_pages: the largest READ one request carries
 STOP_GRACE = 5.0  # seconds the requests in flight get to finish at unmount
 

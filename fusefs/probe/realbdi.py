@@ -20,6 +20,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from fusefs import mountinfo
+from fusefs.constants import XATTR_PREFIX
 
 SYSFS_BDI = "/sys/class/bdi"
 #: The dirty model's names on the root, in the order ``stat`` prints them.
@@ -33,7 +34,6 @@ SIMULATED = (
     "max_ratio",
     "strictlimit",
 )
-XATTR_PREFIX = "user.mkwritefs."
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import os
 import trio
 import trio.testing
 
+from fusefs.constants import PAGE_SIZE
 from fusefs.fs.core import Filesystem
 from fusefs.fs.errors import FsError
 from fusefs.fs.inode import Ctx
@@ -46,10 +47,10 @@ from fusefs.probe.realkernel import (
     ProbeReport,
     pattern,
 )
-from fusefs.vm.ops import SimFile
+from fusefs.vm.file import SimFile
 from sim_mmu import SIGBUS, MapFlags, Prot, SigInfo, SimError, Simulation
 
-PAGE = 4096
+PAGE = PAGE_SIZE
 ROOT = Ctx(uid=0, gid=0, pid=1)
 DEFAULT_CAPACITY = 256  # blocks (1 MiB), the probe's default mkwritefs size
 

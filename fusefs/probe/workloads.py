@@ -50,7 +50,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PAGE = 4096
+from fusefs.constants import PAGE_SIZE
+
+PAGE = PAGE_SIZE
 CLEAN_KINDS = frozenset({"ENOSPC", "SIGBUS"})
 TOOLS = ("fio", "stress-ng", "xfs_io", "git", "strace")
 SPACE_NAMES = ("capacity_blocks", "free_blocks", "reserved_blocks", "allocated_blocks")

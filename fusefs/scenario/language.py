@@ -48,12 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fusefs.constants import PAGE_SIZE
 from fusefs.fs.flusher import MIN_WRITEBACK_INTERVAL
 from fusefs.vm.policy import Policy
 from sim_mmu.profile import PROFILES
 from sim_mmu.trace import Statistics
 
-PAGE = 4096
+PAGE = PAGE_SIZE
 ALL = tuple(p.value for p in Policy)
 HOOKED = tuple(p.value for p in Policy if p.has_page_mkwrite)  # page_mkwrite exists
 REFUSING = ("reserve", "reserve-cow", "shmem")  # refuse a store that needs a block

@@ -28,13 +28,13 @@ here changes what a run does or what it reports.
 from __future__ import annotations
 
 import html
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
+from fusefs.constants import PAGE_SIZE
 from fusefs.scenario import runner
 from fusefs.scenario.language import Scenario, Step
 from fusefs.scenario.report_svg import (
@@ -51,7 +51,7 @@ from fusefs.scenario.table import COUNTER_ROWS
 from sim_mmu.pte import PteView
 from sim_mmu.trace import Trace
 
-PAGE = 4096
+PAGE = PAGE_SIZE
 MAX_PAGES_SAMPLED = 64  # per mapping: the PTEs looked at after every event (and --page's)
 PAGE_EVENTS = {"fault", "wp_fault", "mkwrite", "cow", "mkclean", "pte_changed", "sigbus"}
 
@@ -479,52 +479,3 @@ def build(
         recordings.append(record_policy(scenario, policy, profile=profile, watch=page, store=store))
     chosen = default_page(recordings) if page is None else page
     return render(scenario, recordings, chosen), recordings
-
-
-def main(args: Any) -> int:
-    """`mkwritefs scenario report NAME --html FILE [--page N] [--profile P] [--store DIR]`."""
-    import os
-
-    from fusefs.cli.main import UsageError
-    from fusefs.cli.scenario import store_paths
-    from fusefs.fuse.mount import MountError
-    from fusefs.scenario.language import ScenarioError, find, load_file
-
-    try:
-        scenario = load_file(find(args.scenario))
-    except ScenarioError as exc:
-        raise UsageError(str(exc)) from None
-    directory = os.path.dirname(os.path.abspath(args.html))
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise UsageError(f"cannot write the report to {args.html}: {directory} is not writable")
-    if args.page is not None and args.page < 0:
-        raise UsageError(f"--page must be a page number (0 or more), not {args.page}")
-    stores = store_paths(args.store, scenario.name, list(scenario.policies))
-    try:
-        text, recordings = build(
-            scenario,
-            page=args.page,
-            profile=args.profile,
-            progress=lambda t: print(t, file=sys.stderr, flush=True),
-            stores=stores,
-        )
-    except MountError as exc:
-        raise UsageError(str(exc)) from None
-    with open(args.html, "w") as fp:
-        fp.write(text)
-    print(f"report: {args.html} ({len(recordings)} policies)", file=sys.stderr)
-    return 0 if all(r.result.ok for r in recordings) else 1
-
-
-def add_parser(sub: Any, profiles: list[str]) -> Any:
-    """The `report` action of `mkwritefs scenario` (its parser: `--store` is added by
-    fusefs.cli.scenario, with the same meaning as for `run`)."""
-    p = sub.add_parser("report", help="play a scenario under every policy it declares and "
-                       "write one self-contained HTML page")  # fmt: skip
-    p.add_argument("scenario", metavar="NAME|FILE")
-    p.add_argument("--html", required=True, metavar="FILE", help="the page to write")
-    p.add_argument("--page", type=int, metavar="N",
-                   help="the page whose PTE life is shown (default: the first that got a "
-                   "page_mkwrite call)")  # fmt: skip
-    p.add_argument("--profile", choices=profiles, help="kernel profile (default: the scenario's)")
-    return p

@@ -37,18 +37,19 @@ from dataclasses import dataclass
 
 import trio
 
+from fusefs.constants import PAGE_SIZE, XATTR_PREFIX
 from fusefs.fs.core import Filesystem
 from fusefs.fuse.mount import serving
 from fusefs.vm.policy import Policy, parse_policy
 from sim_mmu import SIGBUS, MapFlags, Process, Prot, SigInfo, SimError, Simulation
 
-PAGE = 4096
+PAGE = PAGE_SIZE
 CAPACITY = 64  # blocks of the filesystem
 FREE = 4  # blocks left free before the stores
 HOLES = 8  # hole pages the process stores into (more than FREE)
 FILLER = "filler"
 SPARSE = "sparse"
-XATTR = "user.mkwritefs."
+XATTR = XATTR_PREFIX
 
 
 @dataclass(frozen=True, slots=True)

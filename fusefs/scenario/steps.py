@@ -33,7 +33,7 @@ from fusefs.fs.inode import Ctx
 from fusefs.fs.store import SqliteStore
 from fusefs.scenario.language import PAGE, Proc, Scenario, Step
 from fusefs.scenario.results import ExpectationResult, Outcome, TraceEvent
-from fusefs.vm.ops import SimFile
+from fusefs.vm.file import SimFile
 from sim_mmu import SIGBUS, MapFlags, Process, Prot, SigInfo, SimError, Simulation
 from sim_mmu.bdi import CHARGED_TASK
 

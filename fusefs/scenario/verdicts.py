@@ -18,6 +18,7 @@ import os
 import sqlite3
 from typing import Any
 
+from fusefs.constants import XATTR_PREFIX
 from fusefs.fs import store_fsck
 from fusefs.fs.core import Filesystem
 from fusefs.fs.errors import FsError
@@ -28,7 +29,7 @@ from fusefs.scenario.results import ExpectationResult, PolicyResult, TraceEvent
 from fusefs.scenario.steps import FLUSHER, ROOT, RunSteps, pread
 from sim_mmu.check import check_simulation
 
-XATTR = "user.mkwritefs."
+XATTR = XATTR_PREFIX
 
 
 class Verdicts(RunSteps):

@@ -66,9 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from fusefs.fs import introspect
 from fusefs.fs.errors import FsError
-from fusefs.fs.inode import Ctx
 from sim_mmu.bdi import CHARGED_TASK, Bdi, DirtyDomain, DirtySettings
 from sim_mmu.page import PAGE_SIZE, Page
 from sim_mmu.writeback import (
@@ -81,7 +79,6 @@ from sim_mmu.writeback import (
 )
 
 if TYPE_CHECKING:
-    from fusefs.fs.core import Filesystem
     from fusefs.fs.filedata import FileData
 
 PLACEMENTS = ("after", "before")
@@ -372,94 +369,3 @@ FIGURES: dict[str, Figure] = {
     "max_ratio": lambda c, t: _ratio(max_ratio_of(c, t)),
     "strictlimit": lambda c, t: int(strictlimit_of(c, t)),
 }
-
-
-# -- the root's user.mkwritefs.* names ----------------------------------------------------
-def _dirty_pages(fs: Filesystem) -> int:
-    if fs.dirty is None:
-        raise FsError(errno.ENODATA, "no dirty accounting: dirty_throttle is none")
-    return fs.dirty.dirty_pages()
-
-
-def _dirty_limit_pages(fs: Filesystem) -> int:
-    if fs.dirty is None:
-        raise FsError(errno.ENODATA, "no dirty limit: dirty_throttle is none")
-    return fs.dirty.limit_pages()
-
-
-def _figure(name: str) -> Callable[[Filesystem], int | str]:
-    def figure(fs: Filesystem) -> int | str:
-        config = fs.dirty_config
-        if fs.dirty is None and config.device is None:  # the device the policy would get
-            device = "fuse" if str(fs.policy) == "fuse" else "disk"
-            config = dataclasses.replace(config, device=device)
-        return FIGURES[name](config, fs.dirty)
-
-    return figure
-
-
-def _set_ratio(name: str) -> Callable[[Filesystem, bytes, Ctx], None]:
-    def setter(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
-        introspect.require_owner(fs, ctx)
-        set_vm_ratio(fs.dirty_config, name, value)
-
-    return setter
-
-
-def _set_bytes(name: str) -> Callable[[Filesystem, bytes, Ctx], None]:
-    def setter(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
-        introspect.require_owner(fs, ctx)
-        set_vm_bytes(fs.dirty_config, name, value)
-
-    return setter
-
-
-def _set_min_ratio(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
-    introspect.require_owner(fs, ctx)
-    set_min_ratio(fs.dirty_config, fs.dirty, value)
-
-
-def _set_max_ratio(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
-    introspect.require_owner(fs, ctx)
-    set_max_ratio(fs.dirty_config, fs.dirty, value)
-
-
-def _set_strictlimit(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
-    introspect.require_owner(fs, ctx)
-    set_strictlimit(fs.dirty_config, fs.dirty, value)
-
-
-def _set_throttle(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
-    introspect.require_owner(fs, ctx)
-    fs.set_dirty_throttle(choice(value, ("none", *DirtyDomain.THROTTLES), "dirty_throttle"))
-
-
-def _set_placement(fs: Filesystem, value: bytes, ctx: Ctx) -> None:
-    introspect.require_owner(fs, ctx)
-    fs.dirty_config.placement = choice(value, PLACEMENTS, "dirty_placement")
-
-
-def _throttle_name(fs: Filesystem) -> str:
-    return "none" if fs.dirty is None else fs.dirty.domain.throttle
-
-
-def register() -> None:
-    """Add the dirty model's names to the root's ``user.mkwritefs.*``."""
-    introspect.register_root(b"dirty_pages", _dirty_pages)
-    introspect.register_root(b"dirty_limit_pages", _dirty_limit_pages)
-    introspect.register_root(b"dirty_throttle", _throttle_name)
-    introspect.register_root(b"dirty_placement", lambda fs: fs.dirty_config.placement)
-    introspect.register_root_setter(b"dirty_throttle", _set_throttle)
-    introspect.register_root_setter(b"dirty_placement", _set_placement)
-    for name in FIGURES:
-        introspect.register_root(name.encode(), _figure(name))
-    for name in ("dirty_ratio", "dirty_background_ratio"):
-        introspect.register_root_setter(name.encode(), _set_ratio(name))
-    for name in ("dirty_bytes", "dirty_background_bytes"):
-        introspect.register_root_setter(name.encode(), _set_bytes(name))
-    introspect.register_root_setter(b"min_ratio", _set_min_ratio)
-    introspect.register_root_setter(b"max_ratio", _set_max_ratio)
-    introspect.register_root_setter(b"strictlimit", _set_strictlimit)
-
-
-register()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.cli.main import find_mount
+from fusefs.cli.mount import find_mount
 
 READY_TIMEOUT = 30.0  # a harness limit for a server that never comes up, not an assertion
 

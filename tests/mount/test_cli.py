@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.cli.main import find_mount, has_exited, main
+from fusefs.cli.main import main
+from fusefs.cli.mount import find_mount, has_exited
 
 from .conftest import Server, start_server, stop_server
 from .support import BLOCK, cli

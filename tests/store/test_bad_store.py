@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.cli.main import find_mount
+from fusefs.cli.mount import find_mount
 from fusefs.fs.store import FORMAT_VERSION
 from tests.mount.support import cli
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from fusefs.fs.core import Ctx, Filesystem
-from fusefs.vm.ops import SimFile
+from fusefs.vm.file import SimFile
 from fusefs.vm.policy import Policy
 from sim_mmu import SIGBUS, MapFlags, Process, Prot, SigInfo, Simulation
 from sim_mmu.check import check_simulation

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fusefs.fs.core import Filesystem, FsError
 from fusefs.fs.handles import FALLOC_FL_KEEP_SIZE
-from fusefs.vm.ops import SimFile
+from fusefs.vm.file import SimFile
 from sim_mmu import SIGBUS, MapFlags, Process, SigInfo, Simulation
 from sim_mmu.check import check_simulation
 
