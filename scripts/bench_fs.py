@@ -132,13 +132,23 @@ def store_main(args: argparse.Namespace) -> int:
         sqlite_alone = max(sqlite_insert(args.store_dir) for _ in range(args.repeat))
     ratio = best["store"] / best["memory"]
     if args.json:
-        print(json.dumps({"seq_write_fsync_ratio": ratio, "memory_mib_s": best["memory"],
-                          "store_mib_s": best["store"], "sqlite_alone_mib_s": sqlite_alone},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "seq_write_fsync_ratio": ratio,
+                    "memory_mib_s": best["memory"],
+                    "store_mib_s": best["store"],
+                    "sqlite_alone_mib_s": sqlite_alone,
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"{'':48} {'memory':>10} {'store':>10} {'ratio':>8}")
-    print(f"{'sequential write + fsync, 1 MiB calls (MiB/s)':48} {best['memory']:10,.0f} "
-          f"{best['store']:10,.0f} {ratio:8.1%}")
+    print(
+        f"{'sequential write + fsync, 1 MiB calls (MiB/s)':48} {best['memory']:10,.0f} "
+        f"{best['store']:10,.0f} {ratio:8.1%}"
+    )
     print(f"{'the same bytes as blobs, SQLite alone (MiB/s)':48} {'':10} {sqlite_alone:10,.0f}")
     return 0
 
@@ -256,10 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (best counts)")
-    parser.add_argument("--store", action="store_true",
-                        help="compare mkwritefs in memory with mkwritefs on a store")
-    parser.add_argument("--store-dir", metavar="DIR",
-                        help="where --store makes its store (default: a temporary directory)")
+    parser.add_argument(
+        "--store", action="store_true", help="compare mkwritefs in memory with mkwritefs on a store"
+    )
+    parser.add_argument(
+        "--store-dir",
+        metavar="DIR",
+        help="where --store makes its store (default: a temporary directory)",
+    )
     args = parser.parse_args(argv)
     if args.store:
         return store_main(args)
@@ -272,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{'':44} {'mkwritefs':>12} {'tmpfs':>12} {'ratio':>8}")
     for name, key, label in ROWS:
-        print(f"{label:44} {ours[key]:12,.0f} {tmpfs[key]:12,.0f} "
-              f"{ratios[name + '_ratio']:8.1%}")
+        print(f"{label:44} {ours[key]:12,.0f} {tmpfs[key]:12,.0f} {ratios[name + '_ratio']:8.1%}")
     return 0
 
 

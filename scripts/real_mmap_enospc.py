@@ -69,8 +69,9 @@ def simulator_columns(reports: Sequence[ProbeReport]) -> list[Column]:
     return [report_column(simulate(policy, capacity_blocks=blocks)) for policy in SIM_POLICIES]
 
 
-def measure(size: str, *, ground_truth: bool,
-            progress: Callable[[str], None]) -> tuple[list[ProbeReport], dict[str, str]]:
+def measure(
+    size: str, *, ground_truth: bool, progress: Callable[[str], None]
+) -> tuple[list[ProbeReport], dict[str, str]]:
     """Every probe that can run here, and why the others could not."""
     probes: list[tuple[str, Callable[[], ProbeReport]]] = [
         ("mkwritefs", lambda: probe_mkwritefs(size, writeback_cache=False)),
@@ -92,10 +93,14 @@ def measure(size: str, *, ground_truth: bool,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="1M",
-                        help="size of the mkwritefs mounts, tmpfs style (default 1M)")
-    parser.add_argument("--no-ground-truth", action="store_true",
-                        help="skip the ext4 and tmpfs comparison even as root")
+    parser.add_argument(
+        "--size", default="1M", help="size of the mkwritefs mounts, tmpfs style (default 1M)"
+    )
+    parser.add_argument(
+        "--no-ground-truth",
+        action="store_true",
+        help="skip the ext4 and tmpfs comparison even as root",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -103,18 +108,23 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     try:
-        reports, skipped = measure(args.size, ground_truth=not args.no_ground_truth,
-                                   progress=progress)
+        reports, skipped = measure(
+            args.size, ground_truth=not args.no_ground_truth, progress=progress
+        )
     except ProbeError as exc:
         print(f"real_mmap_enospc: {exc}", file=sys.stderr)
         return 1
     columns = [report_column(r) for r in reports] + simulator_columns(reports)
     if args.json:
-        print(json.dumps({
-            "columns": [{"title": c.title, "cells": dict(c.cells)} for c in columns],
-            "reports": [dataclasses.asdict(r) for r in reports],
-            "skipped": skipped,
-        }))
+        print(
+            json.dumps(
+                {
+                    "columns": [{"title": c.title, "cells": dict(c.cells)} for c in columns],
+                    "reports": [dataclasses.asdict(r) for r in reports],
+                    "skipped": skipped,
+                }
+            )
+        )
         return 0
     print(format_table(columns))
     if skipped:

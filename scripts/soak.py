@@ -50,16 +50,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/soak",
         description="Mount a mkwritefs and run real workloads on it in a loop, sampling the"
-                    " server's memory; unmount at the end.")
-    parser.add_argument("--duration", type=_positive, default=3600, metavar="SECONDS",
-                        help="how long to run (default 3600)")
-    parser.add_argument("--size", default="512M",
-                        help="the mount's capacity, as for mkwritefs mount (default 512M)")
+        " server's memory; unmount at the end.",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive,
+        default=3600,
+        metavar="SECONDS",
+        help="how long to run (default 3600)",
+    )
+    parser.add_argument(
+        "--size", default="512M", help="the mount's capacity, as for mkwritefs mount (default 512M)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the workload order")
-    parser.add_argument("--sample", type=_positive, default=5, metavar="SECONDS",
-                        help="memory sampling interval (default 5)")
-    parser.add_argument("--progress", type=_positive, default=30, metavar="SECONDS",
-                        help="seconds between progress lines (default 30)")
+    parser.add_argument(
+        "--sample",
+        type=_positive,
+        default=5,
+        metavar="SECONDS",
+        help="memory sampling interval (default 5)",
+    )
+    parser.add_argument(
+        "--progress",
+        type=_positive,
+        default=30,
+        metavar="SECONDS",
+        help="seconds between progress lines (default 30)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser.parse_args(argv)
 
@@ -149,8 +166,9 @@ def slope(points: list[tuple[float, int]]) -> float:
 
 
 class Soak:
-    def __init__(self, args: argparse.Namespace, mountpoint: str, repo: str,
-                 capacity: int, memory: Memory) -> None:
+    def __init__(
+        self, args: argparse.Namespace, mountpoint: str, repo: str, capacity: int, memory: Memory
+    ) -> None:
         self.args = args
         self.mnt = mountpoint
         self.work = os.path.join(mountpoint, "work")
@@ -168,32 +186,104 @@ class Soak:
         chunk = max(1, self.capacity // 16 // MIB)  # MiB per fio job: a quarter, 4 jobs
         seed = self.rng.randrange(1 << 30)
         return [
-            ("fio mmap randwrite", lambda: workloads.fio(
-                self.work, name="mr", engine="mmap", rw="randwrite", size=f"{chunk}M",
-                numjobs=4, sparse=True, fsync=32, timeout=900)),
-            ("fio mmap write", lambda: workloads.fio(
-                self.work, name="mw", engine="mmap", rw="write", size=f"{chunk}M",
-                numjobs=2, timeout=900)),
-            ("fio psync randrw", lambda: workloads.fio(
-                self.work, name="pr", engine="psync", rw="randrw", size=f"{chunk}M",
-                numjobs=4, timeout=900)),
-            ("fio psync write", lambda: workloads.fio(
-                self.work, name="pw", engine="psync", rw="write", size=f"{chunk}M",
-                numjobs=2, fsync=64, timeout=900)),
-            ("stress-ng", lambda: workloads.stress_ng(
-                self.work, stressors=tuple(workloads.STRESSORS), seconds=15, scale=2)),
-            ("xfs_io", lambda: workloads.xfs_io_script(
-                self.work, seed=seed, max_size=min(16 * MIB, self.capacity // 8), steps=80)),
+            (
+                "fio mmap randwrite",
+                lambda: workloads.fio(
+                    self.work,
+                    name="mr",
+                    engine="mmap",
+                    rw="randwrite",
+                    size=f"{chunk}M",
+                    numjobs=4,
+                    sparse=True,
+                    fsync=32,
+                    timeout=900,
+                ),
+            ),
+            (
+                "fio mmap write",
+                lambda: workloads.fio(
+                    self.work,
+                    name="mw",
+                    engine="mmap",
+                    rw="write",
+                    size=f"{chunk}M",
+                    numjobs=2,
+                    timeout=900,
+                ),
+            ),
+            (
+                "fio psync randrw",
+                lambda: workloads.fio(
+                    self.work,
+                    name="pr",
+                    engine="psync",
+                    rw="randrw",
+                    size=f"{chunk}M",
+                    numjobs=4,
+                    timeout=900,
+                ),
+            ),
+            (
+                "fio psync write",
+                lambda: workloads.fio(
+                    self.work,
+                    name="pw",
+                    engine="psync",
+                    rw="write",
+                    size=f"{chunk}M",
+                    numjobs=2,
+                    fsync=64,
+                    timeout=900,
+                ),
+            ),
+            (
+                "stress-ng",
+                lambda: workloads.stress_ng(
+                    self.work, stressors=tuple(workloads.STRESSORS), seconds=15, scale=2
+                ),
+            ),
+            (
+                "xfs_io",
+                lambda: workloads.xfs_io_script(
+                    self.work, seed=seed, max_size=min(16 * MIB, self.capacity // 8), steps=80
+                ),
+            ),
             ("git", lambda: workloads.git_workload(self.work, self.repo)),
-            ("plain io", lambda: workloads.plain_io(
-                self.work, seed=seed, files=32, max_file=max(4096, self.capacity // 64))),
-            ("ENOSPC fio psync", lambda: workloads.fio(
-                self.work, name="full", engine="psync", rw="write",
-                size=f"{self.capacity // MIB}M", numjobs=2, enospc=True, timeout=900)),
-            ("ENOSPC fio mmap", lambda: workloads.fio(
-                self.work, name="fullm", engine="mmap", rw="write",
-                size=f"{self.capacity // MIB}M", numjobs=2, sparse=True, fsync=64,
-                enospc=True, timeout=900)),
+            (
+                "plain io",
+                lambda: workloads.plain_io(
+                    self.work, seed=seed, files=32, max_file=max(4096, self.capacity // 64)
+                ),
+            ),
+            (
+                "ENOSPC fio psync",
+                lambda: workloads.fio(
+                    self.work,
+                    name="full",
+                    engine="psync",
+                    rw="write",
+                    size=f"{self.capacity // MIB}M",
+                    numjobs=2,
+                    enospc=True,
+                    timeout=900,
+                ),
+            ),
+            (
+                "ENOSPC fio mmap",
+                lambda: workloads.fio(
+                    self.work,
+                    name="fullm",
+                    engine="mmap",
+                    rw="write",
+                    size=f"{self.capacity // MIB}M",
+                    numjobs=2,
+                    sparse=True,
+                    fsync=64,
+                    enospc=True,
+                    timeout=900,
+                ),
+            ),
         ]
 
     def run(self, deadline: float) -> None:
@@ -235,17 +325,19 @@ class Soak:
     def progress(self, start: float) -> None:
         rss, _ = self.memory.read()
         errors = ", ".join(f"{k} {n}" for k, n in sorted(self.total.errors.items())) or "none"
-        say(f"soak: {time.monotonic() - start:6.0f} s  round {self.rounds + 1}  "
-              f"{self.total.ops} ops  {self.total.bytes_verified / MIB:.0f} MiB verified  "
-              f"errors: {errors}  server RSS {rss / MIB:.0f} MiB (peak "
-              f"{self.memory.hwm / MIB:.0f})")
+        say(
+            f"soak: {time.monotonic() - start:6.0f} s  round {self.rounds + 1}  "
+            f"{self.total.ops} ops  {self.total.bytes_verified / MIB:.0f} MiB verified  "
+            f"errors: {errors}  server RSS {rss / MIB:.0f} MiB (peak "
+            f"{self.memory.hwm / MIB:.0f})"
+        )
 
     def summary(self, elapsed: float, interrupted: bool) -> dict:
         base = self.memory.baseline
         if self.warm_at is not None:
             warm = [(t, v) for t, v in base if t >= self.warm_at]
         else:  # shorter than a round: the second half of the baselines
-            warm = base[len(base) // 2:]
+            warm = base[len(base) // 2 :]
         warm_rss = warm[0][1] if warm else 0
         end_rss = base[-1][1] if base else 0
         flat = end_rss - warm_rss <= max(FLAT_SLACK, warm_rss // 20)
@@ -273,9 +365,11 @@ class Soak:
 
 def print_summary(s: dict) -> None:
     errors = ", ".join(f"{k} {n}" for k, n in sorted(s["errors"].items())) or "none"
-    print(f"soak: {s['duration_s']:.0f} s{' (interrupted)' if s['interrupted'] else ''}, "
-          f"{s['rounds']} rounds, {sum(s['workload_runs'].values())} workload runs, "
-          f"{s['space_checks']} space checks")
+    print(
+        f"soak: {s['duration_s']:.0f} s{' (interrupted)' if s['interrupted'] else ''}, "
+        f"{s['rounds']} rounds, {sum(s['workload_runs'].values())} workload runs, "
+        f"{s['space_checks']} space checks"
+    )
     for name, n in sorted(s["workload_runs"].items()):
         print(f"  {name:22} {n}")
     print(f"  operations             {s['operations']}")
@@ -284,18 +378,25 @@ def print_summary(s: dict) -> None:
     for detail in s["error_details"][:10]:
         print(f"    {detail}")
     print(f"  peak server memory     {s['peak_rss_bytes'] / MIB:.1f} MiB (VmHWM)")
-    print(f"  server RSS warm / end  {s['rss_warm_bytes'] / MIB:.1f} / "
-          f"{s['rss_end_bytes'] / MIB:.1f} MiB (after files deleted)")
-    print(f"  RSS slope after warm-up {s['rss_slope_bytes_per_hour'] / MIB:+.2f} MiB/hour"
-          f" ({'flat' if s['memory_flat'] else 'GROWING'})")
+    print(
+        f"  server RSS warm / end  {s['rss_warm_bytes'] / MIB:.1f} / "
+        f"{s['rss_end_bytes'] / MIB:.1f} MiB (after files deleted)"
+    )
+    print(
+        f"  RSS slope after warm-up {s['rss_slope_bytes_per_hour'] / MIB:+.2f} MiB/hour"
+        f" ({'flat' if s['memory_flat'] else 'GROWING'})"
+    )
     print(f"soak: {'ok' if s['ok'] else 'FAILED'}")
 
 
 def mount(mountpoint: str, size: str, log: str) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        proc = subprocess.Popen([MKWRITEFS, "mount", mountpoint, "--size", size,
-                                 "--foreground"], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=out)
+        proc = subprocess.Popen(
+            [MKWRITEFS, "mount", mountpoint, "--size", size, "--foreground"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
     deadline = time.monotonic() + 30
     while not os.path.ismount(mountpoint):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -308,15 +409,15 @@ def unmount(mountpoint: str, proc: subprocess.Popen[bytes]) -> None:
     """`mkwritefs umount`, then fusermount3 -uz, then end the server: never leave a mount."""
     try:
         if os.path.ismount(mountpoint) or proc.poll() is None:
-            subprocess.run([MKWRITEFS, "umount", mountpoint], capture_output=True,
-                           timeout=60, check=False)
+            subprocess.run(
+                [MKWRITEFS, "umount", mountpoint], capture_output=True, timeout=60, check=False
+            )
     except subprocess.TimeoutExpired:
         pass
     finally:
         with open("/proc/mounts") as f:
             if f" {mountpoint} " in f.read():
-                subprocess.run(["fusermount3", "-uz", mountpoint], capture_output=True,
-                               check=False)
+                subprocess.run(["fusermount3", "-uz", mountpoint], capture_output=True, check=False)
         for stop in (None, proc.terminate, proc.kill):
             if stop is not None:
                 stop()
@@ -350,19 +451,19 @@ def main(argv: list[str]) -> int:
     try:
         if not os.path.ismount(mountpoint):
             text = Path(log).read_text(errors="replace").strip().splitlines()
-            print(f"soak: the mount failed: {text[-1] if text else 'no message'}",
-                  file=sys.stderr)
+            print(f"soak: the mount failed: {text[-1] if text else 'no message'}", file=sys.stderr)
             return 2 if proc.poll() == 2 else 1
         capacity = int(os.getxattr(mountpoint, "user.mkwritefs.capacity_blocks")) * 4096
         repo = os.path.join(tmp, "repo")
-        workloads.make_git_repo(repo, seed=args.seed, commits=12, files=120,
-                                max_file=64 * 1024)
+        workloads.make_git_repo(repo, seed=args.seed, commits=12, files=120, max_file=64 * 1024)
         memory = Memory(proc.pid, args.sample)
         memory.start()
         memory.mark_baseline()
         soak = Soak(args, mountpoint, repo, capacity, memory)
-        say(f"soak: {capacity // MIB} MiB mounted on {mountpoint} (server pid {proc.pid}),"
-            f" {args.duration:.0f} s")
+        say(
+            f"soak: {capacity // MIB} MiB mounted on {mountpoint} (server pid {proc.pid}),"
+            f" {args.duration:.0f} s"
+        )
         start = time.monotonic()
         try:
             soak.run(start + args.duration)

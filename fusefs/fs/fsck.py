@@ -55,6 +55,5 @@ def check_filesystem(fs: Filesystem) -> None:
             raise AssertionError(f"{inode!r} has {named} names")
     if (allocated, reserved) != (fs.space.allocated, fs.space.reserved):
         raise AssertionError(
-            f"files hold {allocated} allocated + {reserved} reserved blocks,"
-            f" pool says {fs.space!r}"
+            f"files hold {allocated} allocated + {reserved} reserved blocks, pool says {fs.space!r}"
         )

@@ -44,6 +44,7 @@ def is_ancestor(fs: Filesystem, ancestor: int, ino: int) -> bool:
         assert d is not None
         ino = d.parent
 
+
 def rename_entry(
     fs: Filesystem,
     old_parent: int,
@@ -102,6 +103,7 @@ def rename_entry(
     npinode.touch_modified(now)
     if dst is not None:
         fs._drop_link(dst, now)
+
 
 def _exchange(
     fs: Filesystem,

@@ -100,8 +100,7 @@ CREATE TABLE blocks(
 
 # The Inode attributes a store keeps (a change to one notes the inode).
 _PERSISTED = frozenset(
-    ("mode", "uid", "gid", "rdev", "nlink", "atime_ns", "mtime_ns", "ctime_ns", "target",
-     "policy")
+    ("mode", "uid", "gid", "rdev", "nlink", "atime_ns", "mtime_ns", "ctime_ns", "target", "policy")
 )
 
 
@@ -270,8 +269,12 @@ def mkfs(path: str, capacity_blocks: int, *, uid: int, gid: int, now_ns: int) ->
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO meta VALUES(?, ?)",
-                [("format_version", FORMAT_VERSION), ("capacity_blocks", capacity_blocks),
-                 ("allocated_blocks", 0), ("next_ino", ROOT_INO + 1)],
+                [
+                    ("format_version", FORMAT_VERSION),
+                    ("capacity_blocks", capacity_blocks),
+                    ("allocated_blocks", 0),
+                    ("next_ino", ROOT_INO + 1),
+                ],
             )
             conn.execute(
                 "INSERT INTO inodes VALUES(?,?,?,?,2,0,0,?,?,?,NULL,?,NULL)",
@@ -420,8 +423,12 @@ class SqliteStore(Store):
     @property
     def pending(self) -> bool:
         return bool(
-            self.dirty_inodes or self.dirty_xattrs or self.dirty_dirents or self.dirty_blocks
-            or self.dropped or self.meta_dirty
+            self.dirty_inodes
+            or self.dirty_xattrs
+            or self.dirty_dirents
+            or self.dirty_blocks
+            or self.dropped
+            or self.meta_dirty
         )
 
     # -- loading -------------------------------------------------------------------------
@@ -429,20 +436,38 @@ class SqliteStore(Store):
         """Fill the freshly made ``fs`` (an empty root) from the store; remove orphans."""
         self.fs = fs
         conn = self.conn
-        orphans = [ino for (ino,) in conn.execute(
-            "SELECT ino FROM inodes WHERE nlink = 0 AND ino != ?", (ROOT_INO,))]
+        orphans = [
+            ino
+            for (ino,) in conn.execute(
+                "SELECT ino FROM inodes WHERE nlink = 0 AND ino != ?", (ROOT_INO,)
+            )
+        ]
         orphan_blocks = 0
         if orphans:
             marks = ",".join("?" * len(orphans))
             (orphan_blocks,) = conn.execute(
-                f"SELECT COUNT(*) FROM blocks WHERE ino IN ({marks})", orphans).fetchone()
+                f"SELECT COUNT(*) FROM blocks WHERE ino IN ({marks})", orphans
+            ).fetchone()
             self.dropped.update(orphans)
         skip = set(orphans)
         make = self.inode_class
         inodes: dict[int, Inode] = {}
         for row in conn.execute("SELECT * FROM inodes ORDER BY ino"):
-            (ino, mode, uid, gid, nlink, rdev, size, atime, mtime, ctime, target, parent,
-             policy) = row
+            (
+                ino,
+                mode,
+                uid,
+                gid,
+                nlink,
+                rdev,
+                size,
+                atime,
+                mtime,
+                ctime,
+                target,
+                parent,
+                policy,
+            ) = row
             if ino in skip:
                 continue
             inode = make(ino, mode, uid, gid, ctime)
@@ -500,7 +525,8 @@ class SqliteStore(Store):
         if blocks and not fs.space.allocate(blocks):
             raise StoreError(
                 f"{self.path} holds {blocks} blocks, more than its capacity "
-                f"{self.capacity_blocks}: run mkwritefs fsck")
+                f"{self.capacity_blocks}: run mkwritefs fsck"
+            )
         fs._next_ino = max(self.next_ino, max(inodes) + 1)
         # Loading set attributes through the tracking class: nothing is new.
         self.dirty_inodes.clear()
@@ -508,8 +534,12 @@ class SqliteStore(Store):
         self.row_count = blocks  # the orphans' rows go in the first commit
         self.load_report = LoadReport(len(inodes), blocks, len(orphans), orphan_blocks)
         if orphans:
-            log.info("store %s: removed %d orphaned inode(s) (%d blocks)",
-                     self.path, len(orphans), orphan_blocks)
+            log.info(
+                "store %s: removed %d orphaned inode(s) (%d blocks)",
+                self.path,
+                len(orphans),
+                orphan_blocks,
+            )
             self.commit()
 
     # -- committing ----------------------------------------------------------------------
@@ -547,8 +577,9 @@ class SqliteStore(Store):
                     # the page cache now, on this thread (nothing changes meanwhile).
                     self._apply(batch, checkpoint)
                 else:
-                    batch.block_put = [(i, x, None if d is None else bytes(d))
-                                       for i, x, d in batch.block_put]  # stable copies
+                    batch.block_put = [
+                        (i, x, None if d is None else bytes(d)) for i, x, d in batch.block_put
+                    ]  # stable copies
                     await trio.to_thread.run_sync(self._apply, batch, checkpoint)
             except FsError:
                 self._restore(batch)
@@ -561,8 +592,14 @@ class SqliteStore(Store):
             return None
         fs = self.fs
         assert fs is not None
-        b = _Batch(self.dirty_inodes, self.dirty_xattrs, self.dirty_dirents,
-                   self.dirty_blocks, self.dropped, self.meta_dirty)
+        b = _Batch(
+            self.dirty_inodes,
+            self.dirty_xattrs,
+            self.dirty_dirents,
+            self.dirty_blocks,
+            self.dropped,
+            self.meta_dirty,
+        )
         self.dirty_inodes = set()
         self.dirty_xattrs = set()
         self.dirty_dirents = set()
@@ -578,13 +615,23 @@ class SqliteStore(Store):
             if inode is None or ino in dropped:
                 continue
             d = inode.dir
-            b.inode_rows.append((
-                ino, inode.mode, inode.uid, inode.gid, inode.nlink, inode.rdev,
-                inode.data.size if inode.data is not None else 0,
-                inode.atime_ns, inode.mtime_ns, inode.ctime_ns,
-                inode.target or None, d.parent if d is not None else None,
-                inode.policy.value if inode.policy is not None else None,
-            ))
+            b.inode_rows.append(
+                (
+                    ino,
+                    inode.mode,
+                    inode.uid,
+                    inode.gid,
+                    inode.nlink,
+                    inode.rdev,
+                    inode.data.size if inode.data is not None else 0,
+                    inode.atime_ns,
+                    inode.mtime_ns,
+                    inode.ctime_ns,
+                    inode.target or None,
+                    d.parent if d is not None else None,
+                    inode.policy.value if inode.policy is not None else None,
+                )
+            )
         for parent, name in b.dirents:
             pinode = inodes.get(parent)
             entry = None
@@ -618,10 +665,14 @@ class SqliteStore(Store):
                     b.block_del.append((ino, idx))
                     b.new_rows.append((ino, idx, False))
         dropped_rows = sum(len(rows.get(ino, ())) for ino in dropped)
-        b.allocated = (self.row_count - dropped_rows
-                       + sum(1 if add else -1 for _, _, add in b.new_rows))
-        b.meta = [("allocated_blocks", b.allocated), ("next_ino", fs._next_ino),
-                  ("capacity_blocks", fs.space.capacity)]
+        b.allocated = (
+            self.row_count - dropped_rows + sum(1 if add else -1 for _, _, add in b.new_rows)
+        )
+        b.meta = [
+            ("allocated_blocks", b.allocated),
+            ("next_ino", fs._next_ino),
+            ("capacity_blocks", fs.space.capacity),
+        ]
         return b
 
     def _apply(self, b: _Batch, checkpoint: bool = False) -> None:
@@ -637,11 +688,10 @@ class SqliteStore(Store):
                 conn.executemany("DELETE FROM dirents WHERE parent = ?", gone)
             if b.inode_rows:
                 conn.executemany(
-                    "INSERT OR REPLACE INTO inodes VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    b.inode_rows)
+                    "INSERT OR REPLACE INTO inodes VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", b.inode_rows
+                )
             if b.dirent_del:
-                conn.executemany("DELETE FROM dirents WHERE parent = ? AND name = ?",
-                                 b.dirent_del)
+                conn.executemany("DELETE FROM dirents WHERE parent = ? AND name = ?", b.dirent_del)
             if b.dirent_put:
                 conn.executemany("INSERT OR REPLACE INTO dirents VALUES(?,?,?,?)", b.dirent_put)
             if b.xattr_inos:

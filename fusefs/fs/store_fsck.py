@@ -37,8 +37,15 @@ from fusefs.fs.store import FORMAT_VERSION
 
 Repair = Callable[[sqlite3.Connection], str]
 _DROP_ENTRY = "DELETE FROM dirents WHERE parent = ? AND CAST(name AS BLOB) = ?"
-_KNOWN_TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK,
-                stat.S_IFCHR, stat.S_IFBLK)
+_KNOWN_TYPES = (
+    stat.S_IFREG,
+    stat.S_IFDIR,
+    stat.S_IFLNK,
+    stat.S_IFIFO,
+    stat.S_IFSOCK,
+    stat.S_IFCHR,
+    stat.S_IFBLK,
+)
 LOST_FOUND = b"lost+found"
 
 
@@ -64,10 +71,15 @@ class Tables:
         inodes = {
             ino: (mode, nlink, parent)
             for ino, mode, nlink, parent in conn.execute(
-                "SELECT ino, mode, nlink, parent FROM inodes")
+                "SELECT ino, mode, nlink, parent FROM inodes"
+            )
         }
-        dirents = [(p, _blob(n), i, c) for p, n, i, c in conn.execute(
-            "SELECT parent, name, ino, cookie FROM dirents ORDER BY parent, cookie")]
+        dirents = [
+            (p, _blob(n), i, c)
+            for p, n, i, c in conn.execute(
+                "SELECT parent, name, ino, cookie FROM dirents ORDER BY parent, cookie"
+            )
+        ]
         blocks = list(conn.execute("SELECT ino, idx, length(data) FROM blocks"))
         xattr_inos = {ino for (ino,) in conn.execute("SELECT DISTINCT ino FROM xattrs")}
         return cls(meta, inodes, dirents, blocks, xattr_inos)
@@ -90,6 +102,7 @@ def _delete_inode(ino: int, why: str) -> Repair:
         conn.execute("DELETE FROM dirents WHERE ino = ? OR parent = ?", (ino, ino))
         conn.execute("DELETE FROM inodes WHERE ino = ?", (ino,))
         return f"removed inode {ino} ({why}) and its {n} block(s)"
+
     return fix
 
 
@@ -97,6 +110,7 @@ def _sql(statement: str, args: tuple[object, ...], done: str) -> Repair:
     def fix(conn: sqlite3.Connection) -> str:
         conn.execute(statement, args)
         return done
+
     return fix
 
 
@@ -111,19 +125,34 @@ def check_sqlite(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
 def check_meta(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
     out = []
     if t.meta.get("format_version") != FORMAT_VERSION:
-        out.append(Problem(
-            f"format version recorded as {t.meta.get('format_version')}, not {FORMAT_VERSION}",
-            _sql("INSERT OR REPLACE INTO meta VALUES('format_version', ?)", (FORMAT_VERSION,),
-                 f"format version set to {FORMAT_VERSION}")))
+        out.append(
+            Problem(
+                f"format version recorded as {t.meta.get('format_version')}, not {FORMAT_VERSION}",
+                _sql(
+                    "INSERT OR REPLACE INTO meta VALUES('format_version', ?)",
+                    (FORMAT_VERSION,),
+                    f"format version set to {FORMAT_VERSION}",
+                ),
+            )
+        )
     if not isinstance(t.meta.get("capacity_blocks"), int) or t.meta["capacity_blocks"] <= 0:
-        out.append(Problem(f"capacity {t.meta.get('capacity_blocks')!r} is not a positive "
-                           "number of blocks"))
+        out.append(
+            Problem(
+                f"capacity {t.meta.get('capacity_blocks')!r} is not a positive number of blocks"
+            )
+        )
     top = max(t.inodes, default=ROOT_INO)
     if t.meta.get("next_ino", 0) <= top:
-        out.append(Problem(
-            f"next inode number {t.meta.get('next_ino')} is not above the largest ({top})",
-            _sql("INSERT OR REPLACE INTO meta VALUES('next_ino', ?)", (top + 1,),
-                 f"next inode number set to {top + 1}")))
+        out.append(
+            Problem(
+                f"next inode number {t.meta.get('next_ino')} is not above the largest ({top})",
+                _sql(
+                    "INSERT OR REPLACE INTO meta VALUES('next_ino', ?)",
+                    (top + 1,),
+                    f"next inode number set to {top + 1}",
+                ),
+            )
+        )
     return out
 
 
@@ -134,8 +163,10 @@ def check_root(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
         def make_root(conn: sqlite3.Connection) -> str:
             conn.execute(
                 "INSERT INTO inodes VALUES(?,?,0,0,2,0,0,?,?,?,NULL,?,NULL)",
-                (ROOT_INO, stat.S_IFDIR | 0o755, now, now, now, ROOT_INO))
+                (ROOT_INO, stat.S_IFDIR | 0o755, now, now, now, ROOT_INO),
+            )
             return "made a new, empty root directory"
+
         return [Problem("the root directory is missing", make_root)]
     if not t.is_dir(ROOT_INO):
         return [Problem("the root inode is not a directory")]
@@ -144,8 +175,10 @@ def check_root(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
 
 def check_types(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
     return [
-        Problem(f"inode {ino} has an unknown file type (mode {mode:o})",
-                _delete_inode(ino, "unknown type"))
+        Problem(
+            f"inode {ino} has an unknown file type (mode {mode:o})",
+            _delete_inode(ino, "unknown type"),
+        )
         for ino, (mode, _, _) in t.inodes.items()
         if stat.S_IFMT(mode) not in _KNOWN_TYPES and ino != ROOT_INO
     ]
@@ -156,26 +189,27 @@ def check_orphans(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
     for ino, _, _ in t.blocks:
         counts[ino] = counts.get(ino, 0) + 1
     return [
-        Problem(f"orphaned inode {ino} (unlinked while open), {counts.get(ino, 0)} block(s)",
-                _delete_inode(ino, "orphan"))
+        Problem(
+            f"orphaned inode {ino} (unlinked while open), {counts.get(ino, 0)} block(s)",
+            _delete_inode(ino, "orphan"),
+        )
         for ino, (_, nlink, _) in t.inodes.items()
         if nlink == 0 and ino != ROOT_INO
     ]
 
 
 def _bad_name(name: bytes) -> bool:
-    return (not name or len(name) > NAME_MAX or b"/" in name or b"\0" in name
-            or name in (b".", b".."))
+    return (
+        not name or len(name) > NAME_MAX or b"/" in name or b"\0" in name or name in (b".", b"..")
+    )
 
 
 def check_entries(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
     out = []
     for parent, name, ino, _ in t.dirents:
-        drop = _sql(_DROP_ENTRY, (parent, name),
-                    f"removed the entry {name!r} of {parent}")
+        drop = _sql(_DROP_ENTRY, (parent, name), f"removed the entry {name!r} of {parent}")
         if not t.is_dir(parent):
-            out.append(Problem(f"entry {name!r} -> {ino} is in {parent}, not a directory",
-                               drop))
+            out.append(Problem(f"entry {name!r} -> {ino} is in {parent}, not a directory", drop))
         elif ino not in t.inodes:
             out.append(Problem(f"entry {name!r} in {parent} names missing inode {ino}", drop))
         elif _bad_name(name):
@@ -186,8 +220,11 @@ def check_entries(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
 
 
 def _live_entries(t: Tables) -> list[tuple[int, bytes, int, int]]:
-    return [e for e in t.dirents if t.is_dir(e[0]) and e[2] in t.inodes and e[2] != ROOT_INO
-            and not _bad_name(e[1])]
+    return [
+        e
+        for e in t.dirents
+        if t.is_dir(e[0]) and e[2] in t.inodes and e[2] != ROOT_INO and not _bad_name(e[1])
+    ]
 
 
 def check_directory_names(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
@@ -198,16 +235,28 @@ def check_directory_names(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
             names.setdefault(ino, []).append((parent, name))
     for ino, found in names.items():
         for parent, name in found[1:]:
-            out.append(Problem(
-                f"directory {ino} has a second name {name!r} in {parent}",
-                _sql(_DROP_ENTRY, (parent, name),
-                     f"removed the extra name {name!r} of directory {ino}")))
+            out.append(
+                Problem(
+                    f"directory {ino} has a second name {name!r} in {parent}",
+                    _sql(
+                        _DROP_ENTRY,
+                        (parent, name),
+                        f"removed the extra name {name!r} of directory {ino}",
+                    ),
+                )
+            )
         parent = found[0][0]
         if t.inodes[ino][2] != parent:
-            out.append(Problem(
-                f"directory {ino}'s '..' is {t.inodes[ino][2]}, not {parent} which names it",
-                _sql("UPDATE inodes SET parent = ? WHERE ino = ?", (parent, ino),
-                     f"directory {ino}'s '..' set to {parent}")))
+            out.append(
+                Problem(
+                    f"directory {ino}'s '..' is {t.inodes[ino][2]}, not {parent} which names it",
+                    _sql(
+                        "UPDATE inodes SET parent = ? WHERE ino = ?",
+                        (parent, ino),
+                        f"directory {ino}'s '..' set to {parent}",
+                    ),
+                )
+            )
     return out
 
 
@@ -232,31 +281,38 @@ def check_reachable(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
 
 def _to_lost_found(ino: int, t: Tables) -> Repair:
     def fix(conn: sqlite3.Connection) -> str:
-        row = conn.execute("SELECT ino FROM dirents WHERE parent = ? AND name = ?",
-                           (ROOT_INO, LOST_FOUND)).fetchone()
+        row = conn.execute(
+            "SELECT ino FROM dirents WHERE parent = ? AND name = ?", (ROOT_INO, LOST_FOUND)
+        ).fetchone()
         now = time.time_ns()
         if row is None:
             (top,) = conn.execute("SELECT MAX(ino) FROM inodes").fetchone()
             lf = top + 1
-            conn.execute("INSERT INTO inodes VALUES(?,?,0,0,2,0,0,?,?,?,NULL,?,NULL)",
-                         (lf, stat.S_IFDIR | 0o700, now, now, now, ROOT_INO))
-            conn.execute("INSERT INTO dirents VALUES(?,?,?,?)",
-                         (ROOT_INO, LOST_FOUND, lf, _next_cookie(conn, ROOT_INO)))
+            conn.execute(
+                "INSERT INTO inodes VALUES(?,?,0,0,2,0,0,?,?,?,NULL,?,NULL)",
+                (lf, stat.S_IFDIR | 0o700, now, now, now, ROOT_INO),
+            )
+            conn.execute(
+                "INSERT INTO dirents VALUES(?,?,?,?)",
+                (ROOT_INO, LOST_FOUND, lf, _next_cookie(conn, ROOT_INO)),
+            )
             conn.execute("INSERT OR REPLACE INTO meta VALUES('next_ino', ?)", (lf + 1,))
         else:
             (lf,) = row
         if t.is_dir(ino):  # its other names are in unreachable directories: drop them
             conn.execute("DELETE FROM dirents WHERE ino = ?", (ino,))
             conn.execute("UPDATE inodes SET parent = ? WHERE ino = ?", (lf, ino))
-        conn.execute("INSERT OR REPLACE INTO dirents VALUES(?,?,?,?)",
-                     (lf, f"#{ino}".encode(), ino, _next_cookie(conn, lf)))
+        conn.execute(
+            "INSERT OR REPLACE INTO dirents VALUES(?,?,?,?)",
+            (lf, f"#{ino}".encode(), ino, _next_cookie(conn, lf)),
+        )
         return f"linked inode {ino} into /lost+found as #{ino}"
+
     return fix
 
 
 def _next_cookie(conn: sqlite3.Connection, parent: int) -> int:
-    (top,) = conn.execute("SELECT MAX(cookie) FROM dirents WHERE parent = ?",
-                          (parent,)).fetchone()
+    (top,) = conn.execute("SELECT MAX(cookie) FROM dirents WHERE parent = ?", (parent,)).fetchone()
     return (top or 0) + 1
 
 
@@ -265,9 +321,12 @@ def check_cookies(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
     seen: set[tuple[int, int]] = set()
     for parent, name, _, cookie in t.dirents:
         if cookie <= 0 or (parent, cookie) in seen:
-            out.append(Problem(
-                f"entry {name!r} in {parent} has a bad or repeated readdir cookie {cookie}",
-                _renumber(parent, name)))
+            out.append(
+                Problem(
+                    f"entry {name!r} in {parent} has a bad or repeated readdir cookie {cookie}",
+                    _renumber(parent, name),
+                )
+            )
         seen.add((parent, cookie))
     return out
 
@@ -275,9 +334,12 @@ def check_cookies(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
 def _renumber(parent: int, name: bytes) -> Repair:
     def fix(conn: sqlite3.Connection) -> str:
         cookie = _next_cookie(conn, parent)
-        conn.execute("UPDATE dirents SET cookie = ? WHERE parent = ? AND CAST(name AS BLOB) = ?",
-                     (cookie, parent, name))
+        conn.execute(
+            "UPDATE dirents SET cookie = ? WHERE parent = ? AND CAST(name AS BLOB) = ?",
+            (cookie, parent, name),
+        )
         return f"gave the entry {name!r} in {parent} cookie {cookie}"
+
     return fix
 
 
@@ -294,18 +356,27 @@ def check_link_counts(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
             continue  # an orphan: check_orphans
         want = 2 + subdirs.get(ino, 0) if stat.S_ISDIR(mode) else names.get(ino, 0)
         if nlink != want and want > 0:
-            out.append(Problem(
-                f"inode {ino} has link count {nlink}, should be {want}",
-                _sql("UPDATE inodes SET nlink = ? WHERE ino = ?", (want, ino),
-                     f"link count of inode {ino} set to {want}")))
+            out.append(
+                Problem(
+                    f"inode {ino} has link count {nlink}, should be {want}",
+                    _sql(
+                        "UPDATE inodes SET nlink = ? WHERE ino = ?",
+                        (want, ino),
+                        f"link count of inode {ino} set to {want}",
+                    ),
+                )
+            )
     return out
 
 
 def check_blocks(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
     out = []
     for ino, idx, length in t.blocks:
-        drop = _sql("DELETE FROM blocks WHERE ino = ? AND idx = ?", (ino, idx),
-                    f"freed block {idx} of inode {ino}")
+        drop = _sql(
+            "DELETE FROM blocks WHERE ino = ? AND idx = ?",
+            (ino, idx),
+            f"freed block {idx} of inode {ino}",
+        )
         where = f"block {idx} of inode {ino}"
         if ino not in t.inodes:
             out.append(Problem(f"{where} belongs to no inode", drop))
@@ -314,27 +385,37 @@ def check_blocks(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
         elif idx < 0:
             out.append(Problem(f"{where} has a negative page index", drop))
         elif length is not None and length != BLOCK_SIZE:
-            out.append(Problem(
-                f"{where} holds {length} bytes, not a whole page ({BLOCK_SIZE})",
-                _whole_page(ino, idx)))
+            out.append(
+                Problem(
+                    f"{where} holds {length} bytes, not a whole page ({BLOCK_SIZE})",
+                    _whole_page(ino, idx),
+                )
+            )
     return out
 
 
 def _whole_page(ino: int, idx: int) -> Repair:
     def fix(conn: sqlite3.Connection) -> str:
-        (data,) = conn.execute("SELECT data FROM blocks WHERE ino = ? AND idx = ?",
-                               (ino, idx)).fetchone()
+        (data,) = conn.execute(
+            "SELECT data FROM blocks WHERE ino = ? AND idx = ?", (ino, idx)
+        ).fetchone()
         page = bytes(data)[:BLOCK_SIZE].ljust(BLOCK_SIZE, b"\0")
         conn.execute("UPDATE blocks SET data = ? WHERE ino = ? AND idx = ?", (page, ino, idx))
         return f"block {idx} of inode {ino} cut or padded with zeros to {BLOCK_SIZE} bytes"
+
     return fix
 
 
 def check_xattrs(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
     return [
-        Problem(f"extended attributes of missing inode {ino}",
-                _sql("DELETE FROM xattrs WHERE ino = ?", (ino,),
-                     f"removed the attributes of missing inode {ino}"))
+        Problem(
+            f"extended attributes of missing inode {ino}",
+            _sql(
+                "DELETE FROM xattrs WHERE ino = ?",
+                (ino,),
+                f"removed the attributes of missing inode {ino}",
+            ),
+        )
         for ino in sorted(t.xattr_inos - t.inodes.keys())
     ]
 
@@ -344,23 +425,45 @@ def check_space(conn: sqlite3.Connection, t: Tables) -> list[Problem]:
     stored = len(t.blocks)
     capacity = t.meta.get("capacity_blocks", 0)
     if isinstance(capacity, int) and stored > capacity > 0:
-        out.append(Problem(
-            f"{stored} blocks stored, more than the capacity of {capacity}",
-            _sql("INSERT OR REPLACE INTO meta VALUES('capacity_blocks', ?)", (stored,),
-                 f"capacity raised to {stored} blocks")))
+        out.append(
+            Problem(
+                f"{stored} blocks stored, more than the capacity of {capacity}",
+                _sql(
+                    "INSERT OR REPLACE INTO meta VALUES('capacity_blocks', ?)",
+                    (stored,),
+                    f"capacity raised to {stored} blocks",
+                ),
+            )
+        )
     if t.meta.get("allocated_blocks") != stored:
-        out.append(Problem(
-            f"space figures: {t.meta.get('allocated_blocks')} blocks recorded as allocated, "
-            f"{stored} stored",
-            _sql("INSERT OR REPLACE INTO meta VALUES('allocated_blocks', ?)", (stored,),
-                 f"allocated blocks set to {stored}")))
+        out.append(
+            Problem(
+                f"space figures: {t.meta.get('allocated_blocks')} blocks recorded as allocated, "
+                f"{stored} stored",
+                _sql(
+                    "INSERT OR REPLACE INTO meta VALUES('allocated_blocks', ?)",
+                    (stored,),
+                    f"allocated blocks set to {stored}",
+                ),
+            )
+        )
     return out
 
 
 CHECKS: tuple[Callable[[sqlite3.Connection, Tables], list[Problem]], ...] = (
-    check_sqlite, check_meta, check_root, check_types, check_orphans, check_entries,
-    check_cookies, check_directory_names, check_reachable, check_blocks, check_xattrs,
-    check_link_counts, check_space,
+    check_sqlite,
+    check_meta,
+    check_root,
+    check_types,
+    check_orphans,
+    check_entries,
+    check_cookies,
+    check_directory_names,
+    check_reachable,
+    check_blocks,
+    check_xattrs,
+    check_link_counts,
+    check_space,
 )
 
 

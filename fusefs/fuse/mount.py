@@ -148,8 +148,13 @@ async def serving(
         session_init(ops, mountpoint, session_options(debug=debug))
     except (RuntimeError, OSError) as exc:  # session_init freed what it had made
         raise MountError(f"cannot mount {mountpoint}: {exc}") from None
-    log.info("mounted %s: %d blocks of %d bytes, policy %s",
-             mountpoint, fs.space.capacity, BLOCK_SIZE, fs.policy)
+    log.info(
+        "mounted %s: %d blocks of %d bytes, policy %s",
+        mountpoint,
+        fs.space.capacity,
+        BLOCK_SIZE,
+        fs.policy,
+    )
     m = Mount(fs, mountpoint, ops)
     try:
         async with _unwrapped(), trio.open_nursery() as nursery:
@@ -304,8 +309,9 @@ async def _serve(config: MountConfig, on_ready: Callable[[], None] | None) -> No
             try:
                 await fs.close()  # unmounted: commit everything (a store's last commit)
             except FsError as exc:
-                log.error("the store's last commit failed, changes since the one "
-                          "before are lost: %s", exc)
+                log.error(
+                    "the store's last commit failed, changes since the one before are lost: %s", exc
+                )
 
 
 _M_TRIM_THRESHOLD = -1

@@ -217,8 +217,11 @@ def probe_filesystem(
 def _check_directory(directory: str, max_fs_bytes: int) -> None:
     if not os.path.isdir(directory):
         raise ProbeError(f"{directory} is not an existing directory")
-    ours = [n for n in (PARTLY, FALLOCATED, WRITTEN, FILLER) if os.path.lexists(
-        os.path.join(directory, n))]
+    ours = [
+        n
+        for n in (PARTLY, FALLOCATED, WRITTEN, FILLER)
+        if os.path.lexists(os.path.join(directory, n))
+    ]
     if ours:
         raise ProbeError(f"{directory} already holds {', '.join(ours)}: use an empty directory")
     size = Df.of(directory).size
@@ -333,7 +336,11 @@ def run_child(spec: Mapping[str, object]) -> _Child:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "fusefs.probe.realkernel", json.dumps(spec)],
-            capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=CHILD_TIMEOUT,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise ProbeError(f"probe child {spec} hung for {CHILD_TIMEOUT:.0f} s") from None
@@ -379,8 +386,9 @@ def read_evicted(path: str, offset: int) -> bytes:
         os.close(fd)
 
 
-def _result(case: Case, child: _Child, reads: tuple[bytes, bytes, bytes],
-            df_before: Df, df_after: Df) -> CaseResult:
+def _result(
+    case: Case, child: _Child, reads: tuple[bytes, bytes, bytes], df_before: Df, df_after: Df
+) -> CaseResult:
     cached, durable, evicted = reads
     old = OLD_DATA if (case.file, case.offset) == (PARTLY, 0) else bytes(PAGE)
     new = pattern(case.name)
@@ -544,11 +552,12 @@ def _child_main(spec: dict[str, object]) -> int:
             _emit("done", written=written, write_errno=write_errno, fsync_errno=fsync_errno)
             return 0
         size = os.fstat(fd).st_size
-        with mmap.mmap(fd, size, flags=mmap.MAP_SHARED,
-                       prot=mmap.PROT_READ | mmap.PROT_WRITE) as mapping:
+        with mmap.mmap(
+            fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE
+        ) as mapping:
             _emit("mapped")
             if op == "store":
-                mapping[offset:offset + PAGE] = data  # may die of SIGBUS here
+                mapping[offset : offset + PAGE] = data  # may die of SIGBUS here
             else:
                 mapping[offset]  # noqa: B018 - a load is the point
             _emit("accessed")
@@ -568,8 +577,7 @@ def ground_truth_unavailable(kind: str) -> str | None:
     or None when it can."""
     if os.geteuid() != 0:
         return f"not root: a {kind} ground truth needs mount(2) (run as root to compare)"
-    tools = ("mkfs.ext4", "losetup", "mount", "umount") if kind == "ext4" else ("mount",
-                                                                               "umount")
+    tools = ("mkfs.ext4", "losetup", "mount", "umount") if kind == "ext4" else ("mount", "umount")
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         return f"{', '.join(missing)} not found (e2fsprogs/util-linux; scripts/setup installs them)"
@@ -595,10 +603,13 @@ def mkwritefs_mounted(size: str = "1M", *, writeback_cache: bool = False) -> Ite
         try:
             yield mountpoint
         finally:
-            if subprocess.run([*cli, "umount", mountpoint], capture_output=True,
-                              check=False).returncode != 0:
-                subprocess.run(["fusermount3", "-uz", mountpoint], capture_output=True,
-                               check=False)
+            if (
+                subprocess.run(
+                    [*cli, "umount", mountpoint], capture_output=True, check=False
+                ).returncode
+                != 0
+            ):
+                subprocess.run(["fusermount3", "-uz", mountpoint], capture_output=True, check=False)
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(mountpoint)

@@ -95,8 +95,9 @@ class Outcome:
 
     def __str__(self) -> str:
         errors = ", ".join(f"{k} {n}" for k, n in sorted(self.errors.items())) or "none"
-        text = (f"{self.name}: {self.ops} ops, {self.bytes_verified} bytes verified,"
-                f" errors: {errors}")
+        text = (
+            f"{self.name}: {self.ops} ops, {self.bytes_verified} bytes verified, errors: {errors}"
+        )
         return "\n  ".join([text, *self.details])
 
 
@@ -125,12 +126,21 @@ class Ran:
     stderr: str
 
 
-def run_tool(cmd: Sequence[str], *, timeout: float, cwd: str | None = None,
-             env: dict[str, str] | None = None) -> Ran:
+def run_tool(
+    cmd: Sequence[str], *, timeout: float, cwd: str | None = None, env: dict[str, str] | None = None
+) -> Ran:
     """Run a tool in its own process group; past `timeout` kill the group (a hang)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            errors="replace", start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
         return Ran(proc.returncode, out, err)
@@ -187,9 +197,20 @@ _FIO_ERR = re.compile(r"err=\s*(\d+)")
 _FIO_VERIFY = re.compile(r"verify failed|bad magic|bad header|verify: ", re.IGNORECASE)
 
 
-def fio(directory: str, *, name: str, engine: str, rw: str, size: str, numjobs: int,
-        bs: str = "4k", fsync: int = 0, sparse: bool = False, timeout: float = 300,
-        enospc: bool = False) -> Outcome:
+def fio(
+    directory: str,
+    *,
+    name: str,
+    engine: str,
+    rw: str,
+    size: str,
+    numjobs: int,
+    bs: str = "4k",
+    fsync: int = 0,
+    sparse: bool = False,
+    timeout: float = 300,
+    enospc: bool = False,
+) -> Outcome:
     """fio with crc32c verification of everything it wrote, `numjobs` files of `size`.
 
     `sparse` creates each file first as a hole of its full size, so fio lays nothing out
@@ -206,10 +227,21 @@ def fio(directory: str, *, name: str, engine: str, rw: str, size: str, numjobs: 
     with tempfile.TemporaryDirectory(prefix="mkwritefs-fio-") as scratch:
         report = os.path.join(scratch, "fio.json")
         # global options, then one job per file: the report names each job's file
-        cmd = ["fio", f"--directory={directory}", f"--ioengine={engine}", f"--rw={rw}",
-               f"--bs={bs}", f"--size={size}", "--direct=0", "--verify=crc32c",
-               "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
-               "--randrepeat=1", "--output-format=json"]
+        cmd = [
+            "fio",
+            f"--directory={directory}",
+            f"--ioengine={engine}",
+            f"--rw={rw}",
+            f"--bs={bs}",
+            f"--size={size}",
+            "--direct=0",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--verify_state_save=0",
+            "--randrepeat=1",
+            "--output-format=json",
+        ]
         if fsync:
             cmd.append(f"--fsync={fsync}")
         for job in range(numjobs):
@@ -223,8 +255,10 @@ def fio(directory: str, *, name: str, engine: str, rw: str, size: str, numjobs: 
         out.error("hang", f"fio did not end within {timeout:.0f} s")
         return out
     if ran.returncode < 0:
-        out.error("SIGBUS" if -ran.returncode == signal.SIGBUS else "crash",
-                  f"fio killed by signal {-ran.returncode}")
+        out.error(
+            "SIGBUS" if -ran.returncode == signal.SIGBUS else "crash",
+            f"fio killed by signal {-ran.returncode}",
+        )
     data = _fio_json(text)
     messages = "\n".join([text[: text.find("{")] if data else text, ran.stdout, ran.stderr])
     if _FIO_VERIFY.search(messages):
@@ -255,16 +289,16 @@ def fio(directory: str, *, name: str, engine: str, rw: str, size: str, numjobs: 
     return out
 
 
-def _fio_verify_again(cmd: list[str], directory: str, name: str, numjobs: int,
-                      scratch: str, timeout: float) -> Outcome:
+def _fio_verify_again(
+    cmd: list[str], directory: str, name: str, numjobs: int, scratch: str, timeout: float
+) -> Outcome:
     """The same jobs again with --verify_only (same seeds, so the same blocks), after
     dropping the kernel's cached copy of every file: each block is read from the server."""
     out = Outcome("fio verify from the server")
     for job in range(numjobs):
         drop_cache(os.path.join(directory, f"{name}.{job}.0"))
     report = os.path.join(scratch, "again.json")
-    ran = run_tool([*cmd, "--verify_only", f"--output={report}"], timeout=timeout,
-                   cwd=scratch)
+    ran = run_tool([*cmd, "--verify_only", f"--output={report}"], timeout=timeout, cwd=scratch)
     text = Path(report).read_text(errors="replace") if os.path.exists(report) else ""
     data = _fio_json(text)
     if ran.returncode is None:
@@ -275,8 +309,11 @@ def _fio_verify_again(cmd: list[str], directory: str, name: str, numjobs: int,
         return out
     for job in data["jobs"]:
         if job["error"]:
-            out.error(errno_kind(job["error"]), f"verify again, job {job['jobname']}:"
-                      f" {os.strerror(job['error'])} {_first_line(text, _FIO_VERIFY)}")
+            out.error(
+                errno_kind(job["error"]),
+                f"verify again, job {job['jobname']}:"
+                f" {os.strerror(job['error'])} {_first_line(text, _FIO_VERIFY)}",
+            )
         else:
             out.bytes_verified += job["write"]["io_bytes"]
             out.ops += job["read"]["total_ios"]
@@ -301,18 +338,34 @@ def _fio_verify_prefix(path: str, job: dict, *, bs: str, batch: int, timeout: fl
     drop_cache(path)
     with tempfile.TemporaryDirectory(prefix="mkwritefs-fio-") as scratch:
         report = os.path.join(scratch, "verify.json")
-        ran = run_tool(["fio", "--name=verify", f"--filename={path}", "--ioengine=psync",
-                        "--rw=write", f"--bs={bs}", f"--size={acked}", "--verify=crc32c",
-                        "--verify_only", "--verify_fatal=1", "--verify_state_save=0",
-                        "--output-format=json", f"--output={report}"],
-                       timeout=timeout, cwd=scratch)
+        ran = run_tool(
+            [
+                "fio",
+                "--name=verify",
+                f"--filename={path}",
+                "--ioengine=psync",
+                "--rw=write",
+                f"--bs={bs}",
+                f"--size={acked}",
+                "--verify=crc32c",
+                "--verify_only",
+                "--verify_fatal=1",
+                "--verify_state_save=0",
+                "--output-format=json",
+                f"--output={report}",
+            ],
+            timeout=timeout,
+            cwd=scratch,
+        )
         text = Path(report).read_text(errors="replace") if os.path.exists(report) else ""
     data = _fio_json(text)
     if ran.returncode is None:
         out.error("hang", "fio --verify_only did not end")
     elif ran.returncode or data is None or data["jobs"][0]["error"]:
-        out.error("verify", f"{path}: acknowledged prefix of {acked} bytes: "
-                  f"{(text + ran.stderr).strip()[:300]}")
+        out.error(
+            "verify",
+            f"{path}: acknowledged prefix of {acked} bytes: {(text + ran.stderr).strip()[:300]}",
+        )
     else:
         out.bytes_verified += acked
         out.ops += data["jobs"][0]["read"]["total_ios"]
@@ -357,15 +410,30 @@ STRESSORS: dict[str, tuple[str, ...]] = {
     "open": (),
     "xattr": (),
 }
-SHORT_STRESSORS = ("hdd", "mmap", "fallocate", "seek", "sync-file", "dir", "rename",
-                   "lockf", "utime")
+SHORT_STRESSORS = (
+    "hdd",
+    "mmap",
+    "fallocate",
+    "seek",
+    "sync-file",
+    "dir",
+    "rename",
+    "lockf",
+    "utime",
+)
 
 _METRIC = re.compile(r"metrc: \[\d+\] (\S+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+")
 
 
-def stress_ng(directory: str, *, stressors: Sequence[str] = SHORT_STRESSORS,
-              seconds: int = 3, scale: float = 1.0, timeout: float | None = None,
-              enospc: bool = False) -> Outcome:
+def stress_ng(
+    directory: str,
+    *,
+    stressors: Sequence[str] = SHORT_STRESSORS,
+    seconds: int = 3,
+    scale: float = 1.0,
+    timeout: float | None = None,
+    enospc: bool = False,
+) -> Outcome:
     """stress-ng's filesystem and mmap stressors, one instance each, with --verify.
 
     stress-ng exits 3 ("out of system resources") when a stressor met ENOSPC: under
@@ -374,8 +442,15 @@ def stress_ng(directory: str, *, stressors: Sequence[str] = SHORT_STRESSORS,
     """
     require_tools("stress-ng")
     out = Outcome(f"stress-ng {len(stressors)} stressors {seconds}s")
-    cmd = ["stress-ng", "--temp-path", directory, "--verify", "--metrics-brief",
-           "-t", f"{seconds}s"]
+    cmd = [
+        "stress-ng",
+        "--temp-path",
+        directory,
+        "--verify",
+        "--metrics-brief",
+        "-t",
+        f"{seconds}s",
+    ]
     for name in stressors:
         cmd += [f"--{name}", "1"]
         for arg in STRESSORS[name]:
@@ -401,9 +476,13 @@ def stress_ng(directory: str, *, stressors: Sequence[str] = SHORT_STRESSORS,
     elif ran.returncode < 0:
         out.error("crash", f"stress-ng killed by signal {-ran.returncode}")
     elif ran.returncode and not out.bad(CLEAN_KINDS):
-        out.error("fail", f"stress-ng exit {ran.returncode}: "
-                  + " | ".join(line for line in text.splitlines()
-                               if "error:" in line or "warn:" in line)[:300])
+        out.error(
+            "fail",
+            f"stress-ng exit {ran.returncode}: "
+            + " | ".join(line for line in text.splitlines() if "error:" in line or "warn:" in line)[
+                :300
+            ],
+        )
     return out
 
 
@@ -438,8 +517,20 @@ def make_xfs_io_script(seed: int, *, max_size: int, steps: int) -> XfsIoScript:
     cmds.append(f"truncate {size}")
     model.extend(bytes(size))
     for _ in range(steps):
-        step = rng.choice(("pwrite", "pwrite", "mwrite", "mwrite", "falloc", "falloc_k",
-                           "fpunch", "truncate", "fsync", "pread"))
+        step = rng.choice(
+            (
+                "pwrite",
+                "pwrite",
+                "mwrite",
+                "mwrite",
+                "falloc",
+                "falloc_k",
+                "fpunch",
+                "truncate",
+                "fsync",
+                "pread",
+            )
+        )
         value = rng.randrange(1, 256)
         if step == "pwrite":
             off, length = span(max_size)
@@ -452,9 +543,13 @@ def make_xfs_io_script(seed: int, *, max_size: int, steps: int) -> XfsIoScript:
         elif step == "mwrite" and len(model) >= PAGE:
             mapped = len(model) // PAGE * PAGE  # whole pages within EOF
             off, length = span(mapped)
-            cmds += [f"mmap -rw 0 {mapped}", f"mwrite -S {value:#x} {off} {length}",
-                     f"msync -s 0 {mapped}", "munmap"]
-            model[off:off + length] = bytes([value]) * length
+            cmds += [
+                f"mmap -rw 0 {mapped}",
+                f"mwrite -S {value:#x} {off} {length}",
+                f"msync -s 0 {mapped}",
+                "munmap",
+            ]
+            model[off : off + length] = bytes([value]) * length
         elif step in ("falloc", "falloc_k"):
             off, length = span(max_size)
             keep = step == "falloc_k"
@@ -478,7 +573,7 @@ def make_xfs_io_script(seed: int, *, max_size: int, steps: int) -> XfsIoScript:
         elif step == "pread" and model:
             off, length = span(len(model))
             cmds.append(f"pread -v {off} {length}")
-            checks.append((off, bytes(model[off:off + length])))
+            checks.append((off, bytes(model[off : off + length])))
     return XfsIoScript(cmds, bytes(model), checks)
 
 
@@ -506,8 +601,10 @@ def _xfs_io_errors(out: Outcome, ran: Ran, *, what: str) -> None:
     if ran.returncode is None:
         out.error("hang", f"{what}: xfs_io did not end")
     elif ran.returncode < 0:
-        out.error("SIGBUS" if -ran.returncode == signal.SIGBUS else "crash",
-                  f"{what}: xfs_io killed by signal {-ran.returncode}")
+        out.error(
+            "SIGBUS" if -ran.returncode == signal.SIGBUS else "crash",
+            f"{what}: xfs_io killed by signal {-ran.returncode}",
+        )
     for line in (ran.stdout + ran.stderr).splitlines():
         if _HEX.match(line) or _READ_DONE.match(line) or line.startswith(("wrote ", "  ")):
             continue
@@ -516,8 +613,9 @@ def _xfs_io_errors(out: Outcome, ran: Ran, *, what: str) -> None:
             out.error(kind, f"{what}: {line.strip()}")
 
 
-def xfs_io_script(directory: str, *, seed: int, max_size: int = 1 << 20, steps: int = 40,
-                  timeout: float = 120) -> Outcome:
+def xfs_io_script(
+    directory: str, *, seed: int, max_size: int = 1 << 20, steps: int = 40, timeout: float = 120
+) -> Outcome:
     """Run one seeded random script on a new file; check every dump and the whole file
     (read back from the server, the kernel's cached copy dropped) against the model."""
     require_tools("xfs_io")
@@ -545,10 +643,14 @@ def xfs_io_script(directory: str, *, seed: int, max_size: int = 1 << 20, steps: 
         data = f.read()
     if data != script.expected:
         pairs = zip(data, script.expected, strict=False)
-        where = next((i for i, (a, b) in enumerate(pairs) if a != b),
-                     min(len(data), len(script.expected)))
-        out.error("verify", f"{path}: {len(data)} bytes read back, {len(script.expected)}"
-                  f" expected, first difference at {where} (seed {seed})")
+        where = next(
+            (i for i, (a, b) in enumerate(pairs) if a != b), min(len(data), len(script.expected))
+        )
+        out.error(
+            "verify",
+            f"{path}: {len(data)} bytes read back, {len(script.expected)}"
+            f" expected, first difference at {where} (seed {seed})",
+        )
     else:
         out.bytes_verified += len(data)
     os.unlink(path)
@@ -575,8 +677,16 @@ def xfs_io_enospc(directory: str, *, capacity: int, timeout: float = 120) -> Out
 
     # a: preallocated, then overwritten through write(2) and a mapping: never ENOSPC
     before = Counter(out.errors)
-    xfs_io(a, f"falloc 0 {half}", f"pwrite -S 0x11 0 {half}", f"mmap -rw 0 {half}",
-           f"mwrite -S 0x33 0 {half}", f"msync -s 0 {half}", "munmap", "fsync")
+    xfs_io(
+        a,
+        f"falloc 0 {half}",
+        f"pwrite -S 0x11 0 {half}",
+        f"mmap -rw 0 {half}",
+        f"mwrite -S 0x33 0 {half}",
+        f"msync -s 0 {half}",
+        "munmap",
+        "fsync",
+    )
     if out.errors != before:
         out.error("unexpected", f"{a}: steps into preallocated space failed")
     # b: write(2) of more than is free: short, then ENOSPC; what was written is kept
@@ -584,8 +694,14 @@ def xfs_io_enospc(directory: str, *, capacity: int, timeout: float = 120) -> Out
     # c: fallocate of more than is free: all or nothing
     xfs_io(c, f"falloc 0 {capacity}")
     # d: stores into holes of a full filesystem: msync says ENOSPC (FUSE) or SIGBUS
-    xfs_io(d, f"truncate {half}", f"mmap -rw 0 {half}", f"mwrite -S 0x44 0 {half}",
-           f"msync -s 0 {half}", "munmap")
+    xfs_io(
+        d,
+        f"truncate {half}",
+        f"mmap -rw 0 {half}",
+        f"mwrite -S 0x44 0 {half}",
+        f"msync -s 0 {half}",
+        "munmap",
+    )
     for path, value in ((a, 0x33), (b, 0x22)):
         drop_cache(path)
         data = Path(path).read_bytes()
@@ -602,14 +718,18 @@ def xfs_io_enospc(directory: str, *, capacity: int, timeout: float = 120) -> Out
 # -- git ------------------------------------------------------------------------------
 
 GIT_ENV = {
-    "GIT_AUTHOR_NAME": "mkwritefs", "GIT_AUTHOR_EMAIL": "workload@mkwritefs.invalid",
-    "GIT_COMMITTER_NAME": "mkwritefs", "GIT_COMMITTER_EMAIL": "workload@mkwritefs.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0",
+    "GIT_AUTHOR_NAME": "mkwritefs",
+    "GIT_AUTHOR_EMAIL": "workload@mkwritefs.invalid",
+    "GIT_COMMITTER_NAME": "mkwritefs",
+    "GIT_COMMITTER_EMAIL": "workload@mkwritefs.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
 }
 
 
-def make_git_repo(path: str, *, seed: int, commits: int, files: int, max_file: int,
-                  timeout: float = 300) -> None:
+def make_git_repo(
+    path: str, *, seed: int, commits: int, files: int, max_file: int, timeout: float = 300
+) -> None:
     """A local repository of `commits` commits over up to `files` files (text and
     incompressible binary, an executable, a symlink, subdirectories), tagged ``first``."""
     rng = random.Random(seed)
@@ -626,8 +746,9 @@ def make_git_repo(path: str, *, seed: int, commits: int, files: int, max_file: i
             if k % 4 == 0:
                 data = rng.randbytes(size)
             else:
-                data = "".join(f"line {i} of {k} in commit {n}\n"
-                               for i in range(size // 24)).encode()
+                data = "".join(
+                    f"line {i} of {k} in commit {n}\n" for i in range(size // 24)
+                ).encode()
             Path(full).write_bytes(data)
         if n == 0:
             script = os.path.join(path, "run.sh")
@@ -654,27 +775,46 @@ def _git(args: list[str], *, env: dict[str, str], timeout: float) -> Ran:
 # System calls that write to the filesystem, and the errnos git meets on them as a matter
 # of course (a missing file, a lock held, a pipe closed): under ENOSPC git often says
 # only "unable to write file", so strace tells which errno the kernel gave it.
-_GIT_TRACED = ("write,pwrite64,writev,fsync,fdatasync,close,rename,renameat,renameat2,"
-               "mkdir,mkdirat,link,linkat,symlink,symlinkat,fallocate,ftruncate,openat")
+_GIT_TRACED = (
+    "write,pwrite64,writev,fsync,fdatasync,close,rename,renameat,renameat2,"
+    "mkdir,mkdirat,link,linkat,symlink,symlinkat,fallocate,ftruncate,openat"
+)
 _GIT_USUAL = {"ENOENT", "EEXIST", "ENOTDIR", "EPIPE", "EISDIR", "ENOTEMPTY", "EAGAIN"}
 _STRACE_ERR = re.compile(r"= -1 (E[A-Z0-9]+) ")
 
 
-def _git_traced(args: list[str], *, env: dict[str, str], timeout: float,
-                trace: bool) -> tuple[Ran, set[str]]:
+def _git_traced(
+    args: list[str], *, env: dict[str, str], timeout: float, trace: bool
+) -> tuple[Ran, set[str]]:
     if not trace:
         return run_tool(["git", *args], timeout=timeout, env=env), set()
     require_tools("strace")
     with tempfile.TemporaryDirectory(prefix="mkwritefs-git-") as scratch:
         log = os.path.join(scratch, "strace")
-        ran = run_tool(["strace", "-f", "-qq", "-e", f"trace={_GIT_TRACED}", "-e",
-                        "status=failed", "-o", log, "git", *args], timeout=timeout, env=env)
+        ran = run_tool(
+            [
+                "strace",
+                "-f",
+                "-qq",
+                "-e",
+                f"trace={_GIT_TRACED}",
+                "-e",
+                "status=failed",
+                "-o",
+                log,
+                "git",
+                *args,
+            ],
+            timeout=timeout,
+            env=env,
+        )
         text = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
     return ran, set(_STRACE_ERR.findall(text)) - _GIT_USUAL
 
 
-def git_workload(directory: str, source: str, *, timeout: float = 300,
-                 enospc: bool = False) -> Outcome:
+def git_workload(
+    directory: str, source: str, *, timeout: float = 300, enospc: bool = False
+) -> Outcome:
     """Clone `source` (a local repository) onto the mount, check out its first commit and
     back, ``git fsck --full --strict``, ``git gc``, and compare every file with the
     source's work tree. Under `enospc` the clone may fail, with ENOSPC only."""
@@ -682,13 +822,15 @@ def git_workload(directory: str, source: str, *, timeout: float = 300,
     out = Outcome("git clone/checkout/fsck")
     clone = os.path.join(directory, "clone")
     env = _git_env(tempfile.gettempdir())
-    steps = [["clone", "-q", "--no-hardlinks", source, clone],
-             ["-C", clone, "checkout", "-q", "first"],
-             ["-C", clone, "checkout", "-q", "main"],
-             ["-C", clone, "fsck", "--full", "--strict", "--no-progress"],
-             ["-C", clone, "gc", "-q"],
-             ["-C", clone, "fsck", "--full", "--strict", "--no-progress"],
-             ["-C", clone, "status", "--porcelain"]]
+    steps = [
+        ["clone", "-q", "--no-hardlinks", source, clone],
+        ["-C", clone, "checkout", "-q", "first"],
+        ["-C", clone, "checkout", "-q", "main"],
+        ["-C", clone, "fsck", "--full", "--strict", "--no-progress"],
+        ["-C", clone, "gc", "-q"],
+        ["-C", clone, "fsck", "--full", "--strict", "--no-progress"],
+        ["-C", clone, "status", "--porcelain"],
+    ]
     for args in steps:
         ran, errnos = _git_traced(args, env=env, timeout=timeout, trace=enospc)
         out.ops += 1
@@ -699,8 +841,11 @@ def git_workload(directory: str, source: str, *, timeout: float = 300,
             out.error(code, f"git {' '.join(args[:3])}: a system call failed with {code}")
         if ran.returncode != 0:
             kind = strerror_kind(ran.stderr) or ("ENOSPC" if "ENOSPC" in errnos else "git")
-            out.error(kind, f"git {' '.join(args[2:] if args[0] == '-C' else args[:1])}: "
-                      f"{ran.stderr.strip()[-300:]}")
+            out.error(
+                kind,
+                f"git {' '.join(args[2:] if args[0] == '-C' else args[:1])}: "
+                f"{ran.stderr.strip()[-300:]}",
+            )
             return out
         if args[-1] == "--porcelain" and ran.stdout.strip():
             out.error("verify", f"git status after checkout: {ran.stdout.strip()[:300]}")
@@ -746,14 +891,14 @@ def plain_io(directory: str, *, seed: int, files: int, max_file: int) -> Outcome
         try:
             view = memoryview(data)
             while len(acked) < len(data):
-                done = os.write(fd, view[len(acked): len(acked) + (1 << 20)])
+                done = os.write(fd, view[len(acked) : len(acked) + (1 << 20)])
                 out.ops += 1
-                acked += view[len(acked): len(acked) + done]
+                acked += view[len(acked) : len(acked) + done]
             if acked and rng.random() < 0.5:  # overwrite a middle range in place
                 off = rng.randrange(len(acked))
                 patch = rng.randbytes(min(len(acked) - off, rng.randrange(1, 65536)))
                 os.pwrite(fd, patch, off)
-                acked[off: off + len(patch)] = patch
+                acked[off : off + len(patch)] = patch
                 out.ops += 1
             if rng.random() < 0.3:
                 os.fsync(fd)
@@ -797,21 +942,26 @@ def space_report(mountpoint: str) -> tuple[dict[str, int | str], list[str]]:
     problems = []
     cap, free, reserved, allocated = (int(figures[n]) for n in SPACE_NAMES)
     if (st.f_frsize, st.f_blocks, st.f_bfree, st.f_bavail) != (PAGE, cap, free, free):
-        problems.append(f"statfs (frsize {st.f_frsize}, blocks {st.f_blocks}, bfree"
-                        f" {st.f_bfree}, bavail {st.f_bavail}) disagrees with {figures}")
+        problems.append(
+            f"statfs (frsize {st.f_frsize}, blocks {st.f_blocks}, bfree"
+            f" {st.f_bfree}, bavail {st.f_bavail}) disagrees with {figures}"
+        )
     if allocated + reserved + free != cap:
         problems.append(f"allocated + reserved + free != capacity: {figures}")
     if figures["fsck"] != "clean":
         problems.append(f"fsck: {figures['fsck']}")
     held = _blocks_held(mountpoint)
     if held != allocated + reserved:
-        problems.append(f"the files hold {held} blocks, the root says"
-                        f" {allocated} allocated + {reserved} reserved")
+        problems.append(
+            f"the files hold {held} blocks, the root says"
+            f" {allocated} allocated + {reserved} reserved"
+        )
     return figures, problems
 
 
-def settled_space_report(mountpoint: str, *, timeout: float = 15.0
-                         ) -> tuple[dict[str, int | str], list[str]]:
+def settled_space_report(
+    mountpoint: str, *, timeout: float = 15.0
+) -> tuple[dict[str, int | str], list[str]]:
     """:func:`space_report` once the figures agree, or the last disagreement after
     `timeout` seconds: space of an unlinked file returns only when the kernel has
     forgotten its inode (FORGET comes a moment after the last close)."""
@@ -834,8 +984,10 @@ def _blocks_held(mountpoint: str) -> int:
             if not os.path.isfile(path) or os.path.islink(path) or st.st_ino in seen:
                 continue
             seen.add(st.st_ino)
-            total += sum(int(os.getxattr(path, f"user.mkwritefs.{n}"))
-                         for n in ("allocated_blocks", "reserved_blocks"))
+            total += sum(
+                int(os.getxattr(path, f"user.mkwritefs.{n}"))
+                for n in ("allocated_blocks", "reserved_blocks")
+            )
     return total
 
 

@@ -237,8 +237,12 @@ def _is_count(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     """An int or a finite float (not a bool, not a string)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value \
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value == value
         and abs(value) != float("inf")
+    )
 
 
 def _names(names: Any, known: tuple[str, ...], what: str, arg: str) -> tuple[str, ...]:
@@ -379,15 +383,30 @@ def mmap(
 # -- act -----------------------------------------------------------------------------------
 
 
-def store(m: Map, page: int = 0, data: bytes = b"x", *, offset: int = 0,
-          proc: Proc | None = None, name: str | None = None, delay: float = 0.0) -> None:
+def store(
+    m: Map,
+    page: int = 0,
+    data: bytes = b"x",
+    *,
+    offset: int = 0,
+    proc: Proc | None = None,
+    name: str | None = None,
+    delay: float = 0.0,
+) -> None:
     """A store of ``data`` at ``offset`` in page ``page`` of mapping ``m``."""
     _add("store", name, delay, map=_map(m), page=page, offset=offset, data=bytes(data),
          proc=_proc(proc) if proc else m.proc)  # fmt: skip
 
 
-def stores(m: Map, pages: int, data: bytes = b"x", *, first: int = 0,
-           name: str | None = None, delay: float = 0.0) -> None:
+def stores(
+    m: Map,
+    pages: int,
+    data: bytes = b"x",
+    *,
+    first: int = 0,
+    name: str | None = None,
+    delay: float = 0.0,
+) -> None:
     """One writer's ``dd`` through mapping ``m``: a store of ``data`` at the start of each
     of ``pages`` pages from ``first``, in order, by one task (the dirty throttle charges
     and paces it as one writer); stops at the first store that fails."""
@@ -398,8 +417,15 @@ def stores(m: Map, pages: int, data: bytes = b"x", *, first: int = 0,
          proc=m.proc)  # fmt: skip
 
 
-def load(m: Map, page: int = 0, length: int = 1, *, proc: Proc | None = None,
-         name: str | None = None, delay: float = 0.0) -> None:
+def load(
+    m: Map,
+    page: int = 0,
+    length: int = 1,
+    *,
+    proc: Proc | None = None,
+    name: str | None = None,
+    delay: float = 0.0,
+) -> None:
     """A load of ``length`` bytes at the start of page ``page``."""
     _add("load", name, delay, map=_map(m), page=page, length=length,
          proc=_proc(proc) if proc else m.proc)  # fmt: skip
@@ -434,8 +460,9 @@ def exit(proc: Proc) -> None:  # noqa: A001 - the system call's name
     _add("exit", proc=_proc(proc))
 
 
-def write(file: str | Handle, offset: int, data: bytes, *, name: str | None = None,
-          delay: float = 0.0) -> None:
+def write(
+    file: str | Handle, offset: int, data: bytes, *, name: str | None = None, delay: float = 0.0
+) -> None:
     """write(2): the filesystem's write; after mount(), pwrite through the mount."""
     _add("write", name, delay, path=_file(file), offset=offset, data=bytes(data))
 
@@ -447,14 +474,21 @@ def fsync(file: str | Handle, *, name: str | None = None) -> None:
     _add("fsync", name, id=file.id)
 
 
-def truncate(file: str | Handle, size: int, *, name: str | None = None,
-             delay: float = 0.0) -> None:
+def truncate(file: str | Handle, size: int, *, name: str | None = None, delay: float = 0.0) -> None:
     """ftruncate(2) to ``size`` bytes; after mount(), truncate(2) through the mount."""
     _add("truncate", name, delay, path=_file(file), size=size)
 
 
-def fallocate(file: str | Handle, offset: int, length: int, *, punch: bool = False,
-              keep_size: bool = True, name: str | None = None, delay: float = 0.0) -> None:
+def fallocate(
+    file: str | Handle,
+    offset: int,
+    length: int,
+    *,
+    punch: bool = False,
+    keep_size: bool = True,
+    name: str | None = None,
+    delay: float = 0.0,
+) -> None:
     """fallocate(2): allocate, or punch a hole (``punch=True``)."""
     _add("fallocate", name, delay, path=_file(file), offset=offset, length=length,
          punch=punch, keep_size=keep_size)  # fmt: skip
@@ -692,7 +726,5 @@ def find(name_or_file: str) -> Path:
         return Path(name_or_file)
     candidate = SCENARIO_DIR / f"{name_or_file}.py"
     if not candidate.is_file():
-        raise ScenarioError(
-            f"no scenario named {name_or_file!r} (see `mkwritefs scenario list`)"
-        )
+        raise ScenarioError(f"no scenario named {name_or_file!r} (see `mkwritefs scenario list`)")
     return candidate

@@ -95,8 +95,9 @@ async def run_policy(
     policy = parse_policy(policy)
     fs = Filesystem(capacity_blocks=capacity, policy=policy)
     async with serving(fs, mountpoint) as m:
-        await m.run_sync(_prepare, m.path(FILLER), (capacity - free) * PAGE,
-                         m.path(SPARSE), holes * PAGE)
+        await m.run_sync(
+            _prepare, m.path(FILLER), (capacity - free) * PAGE, m.path(SPARSE), holes * PAGE
+        )
         df_before = await m.run_sync(_df_free, m.mountpoint)
         sim = Simulation()
         proc = sim.spawn("writer")

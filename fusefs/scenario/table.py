@@ -80,8 +80,15 @@ def failures(results: list[PolicyResult]) -> list[str]:
 def chrome_trace(scenario: str, results: list[PolicyResult]) -> dict[str, Any]:
     events: list[dict[str, Any]] = []
     for n, r in enumerate(results, start=1):
-        events.append({"name": "process_name", "ph": "M", "pid": n, "tid": 0,
-                       "args": {"name": f"{scenario}: policy {r.policy} ({r.profile})"}})
+        events.append(
+            {
+                "name": "process_name",
+                "ph": "M",
+                "pid": n,
+                "tid": 0,
+                "args": {"name": f"{scenario}: policy {r.policy} ({r.profile})"},
+            }
+        )
         for tid, name in sorted(r.tracks.items()):
             events.append({"name": "thread_name", "ph": "M", "pid": n, "tid": tid,
                            "args": {"name": name}})  # fmt: skip

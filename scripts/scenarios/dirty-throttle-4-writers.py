@@ -12,12 +12,21 @@ strictlimit) is the cap while the global count stays far below every global thre
 `mkwritefs scenario run dirty-throttle-4-writers --plot FILE` draws each writer's rate
 and pause by its name (FILE-POLICY.png).
 """
+
 from fusefs.scenario import *
 from fusefs.vm.throttle import DirtyConfig
 
-setup(capacity=4096, policies=("reserve", "fuse"),
-      dirty=DirtyConfig(memory_pages=8192, write_bandwidth=256.0, measured=True,
-                        placement="before", record_interval=0.1))
+setup(
+    capacity=4096,
+    policies=("reserve", "fuse"),
+    dirty=DirtyConfig(
+        memory_pages=8192,
+        write_bandwidth=256.0,
+        measured=True,
+        placement="before",
+        record_interval=0.1,
+    ),
+)
 maps = []
 for i in range(4):
     create(f"/f{i}", pages=750)

@@ -10,12 +10,15 @@ device's own share (16 pages) throttles it from the start while the global count
 far below every global threshold (KERNEL.md section 4).
 `mkwritefs scenario run dirty-throttle --plot FILE` draws the series (FILE-POLICY.png).
 """
+
 from fusefs.scenario import *
 from fusefs.vm.throttle import DirtyConfig
 
-setup(capacity=4096, policies=("reserve", "fuse"),
-      dirty=DirtyConfig(memory_pages=8192, write_bandwidth=256.0, measured=True,
-                        record_interval=0.1))
+setup(
+    capacity=4096,
+    policies=("reserve", "fuse"),
+    dirty=DirtyConfig(memory_pages=8192, write_bandwidth=256.0, measured=True, record_interval=0.1),
+)
 create("/f", pages=3000)
 writer = spawn("writer")
 m = mmap(writer, "/f")

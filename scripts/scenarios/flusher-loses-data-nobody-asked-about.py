@@ -5,6 +5,7 @@ with one free block, two stores into holes: refusing policies SIGBUS the second 
 at once. The others acknowledge both; the flusher finds one block for two pages and
 drops one. No system call ever reports it to the program (it never asked).
 """
+
 from fusefs.scenario import *
 
 setup(capacity=4)

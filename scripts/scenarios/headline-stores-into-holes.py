@@ -6,6 +6,7 @@ notification refusing what it cannot store (reserve, reserve-cow, shmem), 4 stor
 SIGBUS and every acknowledged byte is in the file. Without (legacy, fuse, cache), all 8
 are acknowledged, 4 pages are dropped at writeback: 16 KiB the program believes stored.
 """
+
 from fusefs.scenario import *
 
 setup(capacity=64)

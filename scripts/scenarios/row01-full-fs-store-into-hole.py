@@ -6,6 +6,7 @@ dirtied. Without it (legacy) or when the hook does not account space (fuse, cach
 store is acknowledged, writeback finds no block, the page is dropped and msync reports
 ENOSPC once: the program was told its data was stored, and it was not.
 """
+
 from fusefs.scenario import *
 
 setup(capacity=4)

@@ -5,6 +5,7 @@ allocation: df drops by one before any writeback); shmem allocates at the fault;
 fuse and cache take nothing until writeback. After msync every policy has one block
 allocated and none reserved.
 """
+
 from fusefs.scenario import *
 
 setup(capacity=4)

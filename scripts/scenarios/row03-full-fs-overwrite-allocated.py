@@ -3,6 +3,7 @@
 KERNEL.md §6 row 3. The page already has its block, so no new space is needed (ext4,
 xfs); only reserve-cow, which writes every overwrite to a new block, must refuse it.
 """
+
 from fusefs.scenario import *
 
 setup(capacity=1)

@@ -4,6 +4,7 @@ KERNEL.md §6 row 4. page_mkwrite sleeps a little (mkwrite_latency) so the four 
 overlap. Policies that reserve at the store give exactly one store per free block and
 never overcommit; the others acknowledge all four and lose two pages at writeback.
 """
+
 from fusefs.scenario import *
 
 setup(capacity=8, mkwrite_latency=0.1)

@@ -3,6 +3,7 @@
 KERNEL.md §6 row 5. shmem (tmpfs) has no write notification: its read fault already
 maps the page writable.
 """
+
 from fusefs.scenario import *
 
 setup()

@@ -4,6 +4,7 @@ KERNEL.md §6 rows 6 and 7: read-in, page_mkwrite and a writable dirty PTE in a 
 fault; the second store to the dirty page takes no fault, no hook call and no extra
 reservation.
 """
+
 from fusefs.scenario import *
 
 setup()

@@ -3,6 +3,7 @@
 KERNEL.md §6 row 8. The allocated block needs no new space (reserve-cow: one for the
 copy); the page is dirty again and the second store reaches the file.
 """
+
 from fusefs.scenario import *
 
 setup()

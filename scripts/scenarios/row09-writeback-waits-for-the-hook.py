@@ -4,6 +4,7 @@ KERNEL.md §6 row 9. The cache hook sleeps 1 s copying the page under the page l
 the flusher, started at 0.5 s, waits for the lock, then writes the stored byte and
 write-protects the PTE again. Nothing is cleaned under a fresh writable PTE.
 """
+
 from fusefs.scenario import *
 
 setup(policies="cache", cache_write_latency=1.0)

@@ -3,6 +3,7 @@
 KERNEL.md §6 row 10. The hook answers NOPAGE, the fault is retried past the new EOF
 and the store is refused; the reservation is released, nothing leaks.
 """
+
 from fusefs.scenario import *
 
 setup(policies=HOOKED, mkwrite_latency=1.0)

@@ -4,6 +4,7 @@ KERNEL.md §6 row 11, kernels 2.6.18-2.6.29: NOPAGE did not exist, a racing hole
 made page_mkwrite fail and the store died of SIGBUS (fixed by 56a76f8275c3). Nothing
 is leaked either way.
 """
+
 from fusefs.scenario import *
 
 setup(policies="reserve", profile="2.6.18", mkwrite_latency=1.0)

@@ -3,6 +3,7 @@
 KERNEL.md §6 row 11 on a modern kernel: the retried fault gets a new zero page and calls
 the hook a second time; the store lands and one block is reserved.
 """
+
 from fusefs.scenario import *
 
 setup(policies=HOOKED, mkwrite_latency=1.0)

@@ -3,6 +3,7 @@
 KERNEL.md §6 row 12. The loser of the race sees the PTE changed and retries; the
 reservation is counted once.
 """
+
 from fusefs.scenario import *
 
 setup(policies=HOOKED, mkwrite_latency=1.0)

@@ -5,6 +5,7 @@ stores and SIGBUS the others; msync then succeeds and nothing acknowledged is lo
 The others acknowledge all four; writeback gives pages 0 and 1 the two blocks, drops
 pages 2 and 3, and msync reports ENOSPC once.
 """
+
 from fusefs.scenario import *
 
 setup(capacity=8)

@@ -4,6 +4,7 @@ KERNEL.md §6 row 17 (errseq_t, 4.13+): msync of the mapping's file reports EIO,
 fsync nothing; the other open file sees EIO once; a file opened after the error sees
 nothing. The page stays cached: no acknowledged byte is lost.
 """
+
 from fusefs.scenario import *
 
 setup(policies="reserve")

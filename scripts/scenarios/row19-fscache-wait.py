@@ -3,6 +3,7 @@
 KERNEL.md §6 row 19 (the cache policy). The cache takes 1 s to copy a page; the store
 waits for it, so the cache holds "before", never a torn mix, and the file "AFTER!".
 """
+
 from fusefs.scenario import *
 
 setup(policies="cache", cache_write_latency=1.0)

@@ -3,6 +3,7 @@
 KERNEL.md §6 row 20. fuse writes back at unmap (fuse_vma_close); the others keep the
 dirty page (and its reservation) until the flusher writes it.
 """
+
 from fusefs.scenario import *
 
 setup()

@@ -2,6 +2,7 @@
 
 KERNEL.md §6 row 21, also after fork: parent and child each keep their own copy.
 """
+
 from fusefs.scenario import *
 
 setup()

@@ -3,6 +3,7 @@
 KERNEL.md §6 row 22. The child refaults, page_mkwrite runs again, the reservation is
 not duplicated, and the parent sees the child's store (one shared page).
 """
+
 from fusefs.scenario import *
 
 setup(policies=HOOKED)

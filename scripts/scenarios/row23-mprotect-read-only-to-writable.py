@@ -2,6 +2,7 @@
 
 KERNEL.md §6 row 23.
 """
+
 from fusefs.scenario import *
 
 setup(policies=HOOKED)

@@ -2,6 +2,7 @@
 
 KERNEL.md §6 row 24.
 """
+
 from fusefs.scenario import *
 
 setup(policies=("legacy", "reserve"))

@@ -3,6 +3,7 @@
 KERNEL.md §6 row 25. The tail store is allowed but zeroed at writeback; the size stays
 100 bytes, and extending the file later shows zeros there.
 """
+
 from fusefs.scenario import *
 
 setup()

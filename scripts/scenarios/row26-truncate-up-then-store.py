@@ -2,6 +2,7 @@
 
 KERNEL.md §6 row 26. The hook (or shmem's fault) takes a block for the new page.
 """
+
 from fusefs.scenario import *
 
 setup()

@@ -9,6 +9,7 @@ PROT_READ mapping of a file opened O_RDWR: VM_MAYWRITE without VM_WRITE.
 - legacy (before page_mkwrite): a private copy too; there is no hook to call.
 - draft (Howells' unfixed draft): it calls page_mkwrite and lands in the file.
 """
+
 from fusefs.scenario import *
 
 setup(policies=("reserve", "fuse"), profiles=("modern", "2.6.18", "legacy", "draft"))

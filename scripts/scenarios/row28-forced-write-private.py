@@ -4,6 +4,7 @@ KERNEL.md §5 and §6 row 28, told on the modern and the 2.6.18 kernel profiles 
 same outcome on both): how debuggers set breakpoints in text. No hook is called and the
 file keeps its bytes.
 """
+
 from fusefs.scenario import *
 
 setup(policies=("reserve", "fuse"), profiles=("modern", "2.6.18"))

@@ -4,6 +4,7 @@ KERNEL.md §6 row 29. The kernel's copy faults in kernel mode; a refusing hook m
 read(2) fail with EFAULT (no SIGBUS). Without one the copy succeeds and the data is
 lost at writeback (msync: ENOSPC).
 """
+
 from fusefs.scenario import *
 
 setup(capacity=2)

@@ -4,6 +4,7 @@ KERNEL.md §6 row 30. write(2) reserves synchronously, so it can say ENOSPC; onl
 through a mapping needs page_mkwrite for that. An overwrite of an allocated block
 needs no space and succeeds.
 """
+
 from fusefs.scenario import *
 
 setup(capacity=2)

@@ -3,6 +3,7 @@
 KERNEL.md §6 row 31. The simulated process and the mount share the filesystem's pages;
 the mount's kernel cache is told of the store before the read.
 """
+
 from fusefs.scenario import *
 
 setup()

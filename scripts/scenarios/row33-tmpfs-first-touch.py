@@ -3,6 +3,7 @@
 KERNEL.md §6 row 33 (the shmem policy): no page_mkwrite; shmem_fault allocates the
 page, and charges its block, at any first fault.
 """
+
 from fusefs.scenario import *
 
 setup(capacity=2, policies="shmem")

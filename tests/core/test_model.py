@@ -111,9 +111,7 @@ class Model:
 
     async def punch(self, slot: int, offset: int, length: int) -> None:
         f = self.file(slot)
-        await self.fs.fallocate(
-            f.fh, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length
-        )
+        await self.fs.fallocate(f.fh, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
         end = min(offset + length, len(f.data))
         if offset < end:
             f.data[offset:end] = bytes(end - offset)

@@ -134,8 +134,9 @@ class Namespace:
             return
         want = errno.EPERM if self.tree.is_dir(src) else 0
         want = want or (errno.EEXIST if dst in self.tree.nodes else 0)
-        if await self.call(want, self.fs.link, self.resolve(src), self.resolve(dst[:-1]),
-                           dst[-1], ROOT):
+        if await self.call(
+            want, self.fs.link, self.resolve(src), self.resolve(dst[:-1]), dst[-1], ROOT
+        ):
             self.tree.nodes[dst] = self.tree.nodes[src]
 
     async def unlink(self, p: Path) -> None:

@@ -176,8 +176,9 @@ async def _quiescent_checks(fs: Filesystem, m: Mount, mapped: list[tuple[Process
     space = fs.statistics()
     assert figures["statfs_blocks"] == figures["capacity_blocks"] == space.capacity_blocks
     assert figures["statfs_free"] == figures["free_blocks"] == space.free_blocks
-    assert figures["free_blocks"] + figures["reserved_blocks"] + figures["allocated_blocks"] == (
-        figures["capacity_blocks"]
+    assert (
+        figures["free_blocks"] + figures["reserved_blocks"] + figures["allocated_blocks"]
+        == (figures["capacity_blocks"])
     )
     data = await m.run_sync(_pread, m.path("mapped"), len(mapped) * PER * PAGE)
     for i in range(len(mapped)):

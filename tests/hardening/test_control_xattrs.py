@@ -107,7 +107,7 @@ def expected_set_errno(name: bytes, value: bytes, *, root: bool) -> int | None:
         return errno.EOPNOTSUPP
     if not name.startswith(PREFIX):
         return None  # an ordinary attribute: the other test's business
-    key = name[len(PREFIX):]
+    key = name[len(PREFIX) :]
     if not root or key not in SETTERS:
         return errno.EPERM
     if value == b"" or b"\0" in value or any(b >= 0x80 for b in value):
@@ -127,7 +127,7 @@ def test_control_attributes(server: Server, name: bytes, value: bytes, where: st
     path = os.fsencode(os.path.join(mnt, where) if where else mnt)
     root = where == ""
     assume(b"\0" not in name)  # a C string: the kernel never sees past a NUL
-    key = name[len(PREFIX):]
+    key = name[len(PREFIX) :]
     if root and key in SETTERS and key not in SIMPLE:
         value = value if value in (b"",) or b"\0" in value or b"\xff" in value else b"\xff"
     before = snapshot(mnt)
@@ -150,7 +150,7 @@ def test_control_attributes(server: Server, name: bytes, value: bytes, where: st
         os.removexattr(path, name)
 
     if name.startswith(PREFIX) and len(name) <= 255:  # reading and removing
-        known = (ROOT_NAMES if root else FILE_NAMES if where == "file" else [])
+        known = ROOT_NAMES if root else FILE_NAMES if where == "file" else []
         got = attempt(os.getxattr, path, name)
         readable = key in known and not (root and isinstance(before[key], int))
         assert got == (0 if readable else errno.ENODATA), (name, where)  # dirty_pages: no

@@ -181,11 +181,13 @@ def test_mount_name_of_256_bytes_is_enametoolong(
 
 @pytest.mark.mount
 @FUZZ
-@given(name=st.one_of(
-    st.binary(min_size=1, max_size=255),
-    st.binary(min_size=250, max_size=255),
-    st.sampled_from([b"x" * 255, b"\xff" * 255, b"\xe9t\xe9", b"\x01\x7f"]),
-))
+@given(
+    name=st.one_of(
+        st.binary(min_size=1, max_size=255),
+        st.binary(min_size=250, max_size=255),
+        st.sampled_from([b"x" * 255, b"\xff" * 255, b"\xe9t\xe9", b"\x01\x7f"]),
+    )
+)
 def test_mount_any_bytes_round_trip(server: Server, name: bytes) -> None:
     name = name.replace(b"/", b"_").replace(b"\0", b"_")
     assume(name not in (b".", b"..", b"file", b"d"))  # "d" is the directory used below

@@ -122,12 +122,12 @@ def mutated(draw: st.DrawFn) -> str:
             numbers = list(re.finditer(r"\b\d+(\.\d+)?\b", text))
             if numbers:
                 m = draw(st.sampled_from(numbers))
-                text = text[: m.start()] + draw(st.sampled_from(HOSTILE_VALUES)) + text[m.end():]
+                text = text[: m.start()] + draw(st.sampled_from(HOSTILE_VALUES)) + text[m.end() :]
         elif kind == "string":
             strings = list(re.finditer(r"b?\"[^\"\n]*\"|b?'[^'\n]*'", text))
             if strings:
                 m = draw(st.sampled_from(strings))
-                text = text[: m.start()] + draw(st.sampled_from(HOSTILE_VALUES)) + text[m.end():]
+                text = text[: m.start()] + draw(st.sampled_from(HOSTILE_VALUES)) + text[m.end() :]
         elif kind == "dup" and lines:
             i = draw(st.integers(0, len(lines) - 1))
             lines.insert(i, lines[i])
@@ -196,12 +196,18 @@ def test_raw_bytes_load_or_fail_in_one_line(junk: bytes, head: bytes) -> None:
         (b'"""s"""\n' + b"(" * 300 + b")" * 300, ":2: syntax error"),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(capacity=-5)\n', ":3: capacity"),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(capacity=1.5)\n', ":3: capacity"),
-        (b'"""s"""\nfrom fusefs.scenario import *\nsetup(writeback_interval=0)\n',
-         ":3: writeback_interval"),
-        (b'"""s"""\nfrom fusefs.scenario import *\nsetup(writeback_interval=1e-300)\n',
-         ":3: writeback_interval"),
-        (b'"""s"""\nfrom fusefs.scenario import *\nsetup(writeback_latency="x")\n',
-         ":3: writeback_latency"),
+        (
+            b'"""s"""\nfrom fusefs.scenario import *\nsetup(writeback_interval=0)\n',
+            ":3: writeback_interval",
+        ),
+        (
+            b'"""s"""\nfrom fusefs.scenario import *\nsetup(writeback_interval=1e-300)\n',
+            ":3: writeback_interval",
+        ),
+        (
+            b'"""s"""\nfrom fusefs.scenario import *\nsetup(writeback_latency="x")\n',
+            ":3: writeback_latency",
+        ),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(policies=())\n', ":3: policies"),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(policies=5)\n', ":3: policies"),
         (b'"""s"""\nfrom fusefs.scenario import *\nsetup(capacity=10**30)\n', ":3: capacity"),

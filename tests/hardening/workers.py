@@ -62,7 +62,7 @@ def fs_worker(root: str, ident: str, seed: int, ops: int, faults: int = 0) -> di
                         counts["fsync_eio"] += 1
             finally:
                 os.close(fd)
-            new = old.ljust(offset, b"\0")[:offset] + data[:written] + old[offset + written:]
+            new = old.ljust(offset, b"\0")[:offset] + data[:written] + old[offset + written :]
             files[name] = new
         elif what == "read":
             name = rnd.choice(list(files))

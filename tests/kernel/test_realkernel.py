@@ -215,8 +215,9 @@ def test_without_root_the_ground_truth_says_why(monkeypatch: pytest.MonkeyPatch)
         reason = ground_truth_unavailable(kind)
         assert reason is not None
         assert reason.startswith("not root")
-        with pytest.raises(ProbeError, match="not root"), (
-            ext4_loop() if kind == "ext4" else tmpfs_mounted()
+        with (
+            pytest.raises(ProbeError, match="not root"),
+            ext4_loop() if kind == "ext4" else tmpfs_mounted(),
         ):
             pass
 
@@ -256,7 +257,10 @@ def test_script_prints_the_comparison_as_json() -> None:
     _skip_unless_fuse()
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--json", "--no-ground-truth"],
-        capture_output=True, text=True, check=False, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)

@@ -48,8 +48,17 @@ class Server:
 
 def start_server(mountpoint: str, *, size: str = "16M", extra: tuple[str, ...] = ()) -> Server:
     log_fd, log_path = tempfile.mkstemp(prefix="mkwritefs-server-", suffix=".log")
-    cmd = [sys.executable, "-m", "fusefs", "mount", mountpoint, "--foreground",
-           "--size", size, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fusefs",
+        "mount",
+        mountpoint,
+        "--foreground",
+        "--size",
+        size,
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd)
     os.close(log_fd)
     return wait_mounted(Server(mountpoint, proc, log_path))
@@ -83,8 +92,9 @@ def stop_server(server: Server) -> None:
         for flags in ("-u", "-uz"):
             if not server.is_mounted():
                 break
-            subprocess.run(["fusermount3", flags, server.mountpoint],
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["fusermount3", flags, server.mountpoint], capture_output=True, check=False
+            )
     finally:
         for stop in (None, server.proc.terminate, server.proc.kill):
             if stop is not None:

@@ -95,7 +95,10 @@ async def test_entry_attributes_carry_timeouts_and_every_field(ops: Operations) 
     assert (got.st_uid, got.st_gid, got.st_rdev) == (attr.uid, attr.gid, attr.rdev)
     assert (got.st_size, got.st_blocks, got.st_blksize) == (5000, 16, 4096)
     assert (got.st_atime_ns, got.st_mtime_ns, got.st_ctime_ns) == (
-        attr.atime_ns, attr.mtime_ns, attr.ctime_ns)
+        attr.atime_ns,
+        attr.mtime_ns,
+        attr.ctime_ns,
+    )
     assert got.generation == attr.generation
     await ops.release(fi.fh)
 
@@ -108,8 +111,13 @@ async def test_setattr_passes_only_the_fields_asked_for(ops: Operations) -> None
     new.st_mode = 0  # garbage in a field not asked for: must be ignored
     # pyfuse3's SetattrFields is read-only from Python: a stand-in with the same flags.
     fields = SimpleNamespace(
-        update_atime=False, update_mtime=False, update_ctime=False, update_mode=False,
-        update_uid=False, update_gid=False, update_size=True,
+        update_atime=False,
+        update_mtime=False,
+        update_ctime=False,
+        update_mode=False,
+        update_uid=False,
+        update_gid=False,
+        update_size=True,
     )
     got = await ops.setattr(entry.st_ino, new, fields, fi.fh, CTX)  # type: ignore[arg-type]
     assert got.st_size == 10

@@ -144,8 +144,17 @@ def test_stat_json_for_the_filesystem_and_a_file(mount_factory: Callable[..., Se
     f = json.loads(result.stdout)
     assert f["kind"] == "file"
     assert f["allocated_blocks"] + f["reserved_blocks"] == 3
-    assert set(f) == {"path", "kind", "allocated_blocks", "reserved_blocks", "dirty_pages",
-                      "mkwrite_calls", "sigbus", "writeback_errors", "lost_bytes"}
+    assert set(f) == {
+        "path",
+        "kind",
+        "allocated_blocks",
+        "reserved_blocks",
+        "dirty_pages",
+        "mkwrite_calls",
+        "sigbus",
+        "writeback_errors",
+        "lost_bytes",
+    }
     assert fs["policy"] == "reserve"
     assert fs["lost_bytes"] == fs["sigbus"] == 0
     text = cli("stat", str(mnt))
@@ -186,16 +195,25 @@ def test_umount_of_something_else_is_refused(tmp_path: Path) -> None:
     _one_line_usage_error(cli("umount", "/proc"), "not mkwritefs")
 
 
-@pytest.mark.skipif(os.getuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare(1) for a private mount namespace")
+@pytest.mark.skipif(
+    os.getuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare(1) for a private mount namespace",
+)
 def test_missing_dev_fuse(tmp_path: Path) -> None:
     # In a private mount namespace, hide /dev behind an empty tmpfs.
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    script = f"mount -t tmpfs none /dev && exec {shutil.which('env')} " \
-             f"{' '.join(_python_cli())} mount {mnt}"
-    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                            capture_output=True, text=True, check=False, timeout=60)
+    script = (
+        f"mount -t tmpfs none /dev && exec {shutil.which('env')} "
+        f"{' '.join(_python_cli())} mount {mnt}"
+    )
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     _one_line_usage_error(result, "/dev/fuse is missing")
 
 

@@ -29,6 +29,7 @@ from .support import (
 
 pytestmark = pytest.mark.mount
 
+
 def test_write_read_and_append(workdir: Path) -> None:
     f = workdir / "f"
     f.write_bytes(b"hello ")

@@ -41,8 +41,15 @@ def test_mmap_shared_store_reaches_the_server(workdir: Path) -> None:
         os.close(fd)
     # Another process sees it too.
     out = subprocess.run(
-        [sys.executable, "-c", f"import os; print(open({str(f)!r},'rb').read()[{BLOCK + 10}:"
-         f"{BLOCK + 15}].decode())"], capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-c",
+            f"import os; print(open({str(f)!r},'rb').read()[{BLOCK + 10}:{BLOCK + 15}].decode())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "hello"
 
 
@@ -81,8 +88,10 @@ def _expected(tag: bytes, i: int) -> bytes:
 def test_two_processes_write_concurrently(workdir: Path) -> None:
     shared, a, b = workdir / "shared", workdir / "a", workdir / "b"
     jobs = [
-        (shared, "AA", 0, 300), (shared, "BB", 300, 300),  # disjoint halves of one file
-        (a, "CC", 0, 300), (b, "DD", 0, 300),  # a file each
+        (shared, "AA", 0, 300),
+        (shared, "BB", 300, 300),  # disjoint halves of one file
+        (a, "CC", 0, 300),
+        (b, "DD", 0, 300),  # a file each
     ]
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(p), tag, str(s), str(n)])

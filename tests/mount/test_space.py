@@ -34,7 +34,9 @@ def df_blocks(path: Path) -> tuple[int, int, int]:
     """(size, used, avail) in 4096-byte blocks, as df(1) prints them."""
     out = subprocess.run(
         ["df", "-B4096", "--output=size,used,avail", str(path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\n")[1]
     size, used, avail = (int(x) for x in out.split())
     return size, used, avail
@@ -170,8 +172,7 @@ def test_fallocated_space_survives_a_full_filesystem(
         assert error.errno == errno.ENOSPC
         assert os.statvfs(mnt).f_bfree == 0
         assert os.pwrite(keep, b"k" * (3 * BLOCK), 0) == 3 * BLOCK
-        with mmap.mmap(keep, 6 * BLOCK, mmap.MAP_SHARED,
-                       mmap.PROT_READ | mmap.PROT_WRITE) as m:
+        with mmap.mmap(keep, 6 * BLOCK, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as m:
             m[5 * BLOCK : 5 * BLOCK + 4] = b"mmap"
             m.flush()  # writeback finds the blocks fallocate promised
         os.posix_fadvise(keep, 0, 0, os.POSIX_FADV_DONTNEED)

@@ -77,13 +77,16 @@ def test_xattrs_on_directories_and_symlinks(workdir: Path) -> None:
 
 def test_root_figures_agree_with_statvfs(mkwritefs: object, workdir: Path) -> None:
     root = Path(workdir).parent
-    figures = _figures(root, ("capacity_blocks", "free_blocks", "reserved_blocks",
-                              "allocated_blocks"))
+    figures = _figures(
+        root, ("capacity_blocks", "free_blocks", "reserved_blocks", "allocated_blocks")
+    )
     st = os.statvfs(root)
     assert figures["capacity_blocks"] == st.f_blocks == 64 * 2**20 // BLOCK
     assert figures["free_blocks"] == st.f_bfree
-    assert (figures["free_blocks"] + figures["reserved_blocks"] + figures["allocated_blocks"]
-            == figures["capacity_blocks"])
+    assert (
+        figures["free_blocks"] + figures["reserved_blocks"] + figures["allocated_blocks"]
+        == figures["capacity_blocks"]
+    )
     assert not [n for n in os.listxattr(root) if n.startswith("user.mkwritefs.")]
 
 

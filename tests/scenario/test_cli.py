@@ -129,7 +129,9 @@ def test_a_failed_expectation_exits_1(scenario_file) -> None:  # noqa: ANN001
     ],
 )
 def test_a_bad_scenario_is_one_line_with_file_and_line_exit_2(
-    scenario_file, text: str, message: str  # noqa: ANN001
+    scenario_file,
+    text: str,
+    message: str,  # noqa: ANN001
 ) -> None:
     path = scenario_file(text)
     result = cli("scenario", "run", path)

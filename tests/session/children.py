@@ -42,9 +42,15 @@ def serve_and_check(mountpoint: str) -> dict[str, Any]:
             await m.run_sync(_write, m.path("f"), b"written through the mount")
             data = await m.run_sync(_read, m.path("f"))
             owner = await m.run_sync(lambda: os.stat(mountpoint).st_uid)
-        return {"inside": inside, "blocks": st.f_blocks, "bsize": st.f_bsize, "data": data,
-                "owner": owner, "after": _mounted(mountpoint),
-                "fs_sees": fs.read(fs.open_path("/f", os.O_RDONLY).fh, 0, 100)}
+        return {
+            "inside": inside,
+            "blocks": st.f_blocks,
+            "bsize": st.f_bsize,
+            "data": data,
+            "owner": owner,
+            "after": _mounted(mountpoint),
+            "fs_sees": fs.read(fs.open_path("/f", os.O_RDONLY).fh, 0, 100),
+        }
 
     return trio.run(main)
 
@@ -69,8 +75,13 @@ def body_raises(mountpoint: str) -> dict[str, Any]:
         stale = await trio.to_thread.run_sync(_stale_read, fd)
         async with serving(Filesystem(capacity_blocks=64), mountpoint) as m:
             again = await m.run_sync(os.listdir, mountpoint)
-        return {"raised": raised, "after": after, "stale": stale, "again": again,
-                "finally": _mounted(mountpoint)}
+        return {
+            "raised": raised,
+            "after": after,
+            "stale": stale,
+            "again": again,
+            "finally": _mounted(mountpoint),
+        }
 
     return trio.run(main)
 
@@ -131,8 +142,7 @@ def store_then_read(mountpoint: str, policy: str, load_first: bool) -> dict[str,
             proc, addr, file, _ = await _mapped(fs, m, 2)
             fd = await m.run_sync(os.open, m.path("f"), os.O_RDONLY)
             before = await m.run_sync(os.pread, fd, 8, PAGE)  # the kernel caches zeros
-            kernel_map = await m.run_sync(mmap.mmap, fd, 2 * PAGE, mmap.MAP_SHARED,
-                                          mmap.PROT_READ)
+            kernel_map = await m.run_sync(mmap.mmap, fd, 2 * PAGE, mmap.MAP_SHARED, mmap.PROT_READ)
             mapped_before = await m.run_sync(_through_kernel, kernel_map, PAGE, 8)
             if load_first:
                 await proc.load(addr + PAGE, 8)
@@ -145,8 +155,13 @@ def store_then_read(mountpoint: str, policy: str, load_first: bool) -> dict[str,
             await m.run_sync(os.close, fd)
             await proc.exit()
             await file.close()
-        return {"before": before, "mapped_before": mapped_before, "read": read,
-                "mapped": mapped, "read_again": read_again}
+        return {
+            "before": before,
+            "mapped_before": mapped_before,
+            "read": read,
+            "mapped": mapped,
+            "read_again": read_again,
+        }
 
     return trio.run(main)
 
@@ -197,8 +212,12 @@ def write_then_load(mountpoint: str, policy: str) -> dict[str, Any]:
             faults_after = proc.sim.statistics()
             await proc.exit()
             await file.close()
-        return {"loaded": loaded, "seen": seen, "seen_writable": seen_writable,
-                "no_new_faults": faults_after == faults}
+        return {
+            "loaded": loaded,
+            "seen": seen,
+            "seen_writable": seen_writable,
+            "no_new_faults": faults_after == faults,
+        }
 
     return trio.run(main)
 

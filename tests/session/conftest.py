@@ -60,8 +60,11 @@ def _abort_connection(mountpoint: str) -> None:
         return
     minor = entry.device.split(":")[1]
     if not os.path.isdir("/sys/fs/fuse/connections/" + minor):
-        subprocess.run(["mount", "-t", "fusectl", "none", "/sys/fs/fuse/connections"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            ["mount", "-t", "fusectl", "none", "/sys/fs/fuse/connections"],
+            capture_output=True,
+            check=False,
+        )
     try:
         with open(f"/sys/fs/fuse/connections/{minor}/abort", "w") as f:
             f.write("1")

@@ -71,8 +71,7 @@ def test_set_errors_change_nothing(mkwritefs_cli: Mount, mountpoint: str) -> Non
     _one_line_error(cli("set", mountpoint, "policy"), "expected KEY=VALUE")
     # An unknown key anywhere: nothing is set, not even the good one before it.
     _one_line_error(cli("set", mountpoint, "policy=legacy", "colour=blue"), "unknown setting")
-    _one_line_error(cli("set", os.path.join(mountpoint, "f"), "policy=legacy"),
-                    "not a mount point")
+    _one_line_error(cli("set", os.path.join(mountpoint, "f"), "policy=legacy"), "not a mount point")
     assert _stat(mountpoint) == before
 
 

@@ -34,9 +34,7 @@ def test_every_policy_ran(outcomes: dict[str, showcase.Outcome]) -> None:
 
 
 @pytest.mark.parametrize("policy", ["reserve", "reserve-cow", "shmem"])
-def test_refusing_policies_lose_nothing(
-    outcomes: dict[str, showcase.Outcome], policy: str
-) -> None:
+def test_refusing_policies_lose_nothing(outcomes: dict[str, showcase.Outcome], policy: str) -> None:
     o = outcomes[policy]
     assert o.acknowledged == FREE
     assert o.sigbus == HOLES - FREE  # exactly the stores beyond the free blocks

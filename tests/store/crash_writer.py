@@ -43,7 +43,7 @@ def a_bytes(round_: int, start: int, end: int) -> bytes:
     """File a's bytes [start, end): the round's pattern repeated from offset 0."""
     p = pattern(round_)
     n = end - start
-    return (p[start % PERIOD:] + p * (n // PERIOD + 1))[:n]
+    return (p[start % PERIOD :] + p * (n // PERIOD + 1))[:n]
 
 
 def page(kind: str, round_: int, index: int, version: int) -> bytes:
@@ -97,7 +97,7 @@ def main() -> None:
         versions[i] += 1
         os.pwrite(b, page("b", round_, i, versions[i]), i * PAGE)
         if c_done < C_PAGES:
-            cmap[c_done * PAGE:(c_done + 1) * PAGE] = page("c", round_, c_done, 1)
+            cmap[c_done * PAGE : (c_done + 1) * PAGE] = page("c", round_, c_done, 1)
             c_done += 1
         if step % 3 == 0:
             os.fsync(a)

@@ -49,8 +49,12 @@ SERVE = (
 def start_store_server(mnt: Path, store: Path, tmp_path: Path) -> Server:
     log_path = tmp_path / "server.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-c", SERVE, str(mnt), str(store)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(mnt), str(store)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
     return wait_mounted(Server(str(mnt), proc, str(log_path)))
 
 
@@ -92,15 +96,16 @@ def verify(root: Path, exp: Expected) -> int:
         data = (root / f"b{r}").read_bytes()
         assert len(data) == w.B_PAGES * w.PAGE
         for i in range(w.B_PAGES):
-            got = w.page_version("b", r, i, data[i * w.PAGE:(i + 1) * w.PAGE])
+            got = w.page_version("b", r, i, data[i * w.PAGE : (i + 1) * w.PAGE])
             assert got is not None, f"b{r} page {i} is torn"
             assert got >= versions.get(i, 0), f"b{r} page {i}: version {got} < synced"
             checked += w.PAGE if versions.get(i) else 0
     for r, pages in exp.c.items():
         data = (root / f"c{r}").read_bytes()
         for i in range(pages):
-            assert w.page_version("c", r, i, data[i * w.PAGE:(i + 1) * w.PAGE]) == 1, (
-                f"c{r} page {i} was msynced and is not there")
+            assert w.page_version("c", r, i, data[i * w.PAGE : (i + 1) * w.PAGE]) == 1, (
+                f"c{r} page {i} was msynced and is not there"
+            )
             checked += w.PAGE
     for name in exp.m:
         assert (root / name).read_bytes() == name.encode() * 100, name
@@ -151,7 +156,8 @@ def crash_rounds(tmp_path: Path, new_store, rounds: int) -> None:
             log = tmp_path / f"log{r}"
             writer = subprocess.Popen(
                 [sys.executable, WRITER, str(mnt), str(log), str(r), str(rng.randrange(1 << 30))],
-                stderr=subprocess.DEVNULL)
+                stderr=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + READY_TIMEOUT
             while not (log.exists() and log.read_text()):
                 assert writer.poll() is None, "the writer died before it was ready"
@@ -177,8 +183,10 @@ def crash_rounds(tmp_path: Path, new_store, rounds: int) -> None:
             writer.wait()
         if server is not None and not server.stopped:
             stop_server(server)
-    print(f"crash test: {rounds} kills ({killed_after_syncs} after some sync); "
-          f"{final} distinct synced bytes, {verified} checked over all remounts")
+    print(
+        f"crash test: {rounds} kills ({killed_after_syncs} after some sync); "
+        f"{final} distinct synced bytes, {verified} checked over all remounts"
+    )
     assert killed_after_syncs > rounds // 2  # the kills did land while the writer synced
 
 

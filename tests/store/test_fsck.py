@@ -45,7 +45,8 @@ def test_fsck_lists_and_repairs_damage(filled: Path, mount_store) -> None:
     conn.execute("UPDATE blocks SET data = zeroblob(100) WHERE ino = ? AND idx = 1", (f,))
     conn.execute(  # an orphan: an inode unlinked while open, with a block
         "INSERT INTO inodes VALUES(500, ?, 0, 0, 0, 0, 4096, 1, 1, 1, NULL, NULL, NULL)",
-        (stat.S_IFREG | 0o644,))
+        (stat.S_IFREG | 0o644,),
+    )
     conn.execute("INSERT INTO blocks VALUES(500, 0, zeroblob(4096))")
     conn.execute("INSERT INTO dirents VALUES(1, 'ghost', 777, 900)")  # names nothing
     conn.execute("DELETE FROM dirents WHERE name = ?", (b"h",))  # h unreachable

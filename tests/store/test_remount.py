@@ -20,8 +20,18 @@ from .conftest import fsck
 
 pytestmark = pytest.mark.mount
 
-STAT_FIELDS = ("st_mode", "st_uid", "st_gid", "st_nlink", "st_size", "st_blocks",
-               "st_mtime_ns", "st_ctime_ns", "st_atime_ns", "st_rdev")
+STAT_FIELDS = (
+    "st_mode",
+    "st_uid",
+    "st_gid",
+    "st_nlink",
+    "st_size",
+    "st_blocks",
+    "st_mtime_ns",
+    "st_ctime_ns",
+    "st_atime_ns",
+    "st_rdev",
+)
 
 
 def populate(root: Path) -> None:

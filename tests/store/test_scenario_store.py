@@ -38,12 +38,20 @@ def test_headline_verdict_read_back(tmp_path: Path, policy: str, lost: int) -> N
 def test_scenario_store_refuses_existing(tmp_path: Path) -> None:
     existing = tmp_path / "headline-stores-into-holes-reserve.db"
     existing.write_bytes(b"mine")
-    result = cli("scenario", "run", "headline-stores-into-holes", "--policy", "reserve",
-                 "--store", str(tmp_path))
+    result = cli(
+        "scenario",
+        "run",
+        "headline-stores-into-holes",
+        "--policy",
+        "reserve",
+        "--store",
+        str(tmp_path),
+    )
     assert result.returncode == 2
     assert "already exists" in result.stderr
     assert existing.read_bytes() == b"mine"
-    result = cli("scenario", "run", "headline-stores-into-holes", "--store",
-                 str(tmp_path / "nowhere"))
+    result = cli(
+        "scenario", "run", "headline-stores-into-holes", "--store", str(tmp_path / "nowhere")
+    )
     assert result.returncode == 2
     assert "not a writable directory" in result.stderr

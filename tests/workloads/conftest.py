@@ -32,8 +32,9 @@ def small_repo(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
-def check_mount(server: Server, outcome: workloads.Outcome,
-                allowed: frozenset[str] = frozenset()) -> dict[str, int | str]:
+def check_mount(
+    server: Server, outcome: workloads.Outcome, allowed: frozenset[str] = frozenset()
+) -> dict[str, int | str]:
     """What every workload test asserts afterwards: no error outside `allowed`, the
     server alive and still mounted (no stale mount), statfs, the root's figures, the
     files' own figures and the server's fsck in agreement. Returns the figures."""

@@ -15,8 +15,7 @@ pytestmark = pytest.mark.mount
 
 
 def test_a_corrupted_block_fails_verification(mkwritefs: Server, workdir) -> None:
-    out = workloads.fio(str(workdir), name="c", engine="psync", rw="write", size="256k",
-                        numjobs=1)
+    out = workloads.fio(str(workdir), name="c", engine="psync", rw="write", size="256k", numjobs=1)
     assert not out.errors, str(out)
     path = os.path.join(str(workdir), "c.0.0")
     job = {"write": {"io_bytes": 256 * 1024}, "error": 0}
@@ -33,10 +32,25 @@ def test_a_corrupted_block_fails_verification(mkwritefs: Server, workdir) -> Non
 
 def test_pread_dumps_are_parsed_back(tmp_path) -> None:
     path = str(tmp_path / "f")
-    ran = subprocess.run(["xfs_io", "-f", "-c", "pwrite -S 0x41 0 100", "-c",
-                          "pwrite -S 0x42 100 50", "-c", "pread -v 90 30", "-c",
-                          "pread -v 0 5", path], capture_output=True, text=True, check=True,
-                         timeout=60)
+    ran = subprocess.run(
+        [
+            "xfs_io",
+            "-f",
+            "-c",
+            "pwrite -S 0x41 0 100",
+            "-c",
+            "pwrite -S 0x42 100 50",
+            "-c",
+            "pread -v 90 30",
+            "-c",
+            "pread -v 0 5",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert workloads.parse_pread_dumps(ran.stdout) == [
         (90, b"A" * 10 + b"B" * 20),
         (0, b"AAAAA"),

@@ -29,22 +29,52 @@ def _full_then_free(server: Server, *outcomes: workloads.Outcome) -> workloads.O
     return total
 
 
-def _run_all(server: Server, repo: str, *, capacity: int, size: str, numjobs: int,
-             seconds: int, scale: float) -> workloads.Outcome:
+def _run_all(
+    server: Server, repo: str, *, capacity: int, size: str, numjobs: int, seconds: int, scale: float
+) -> workloads.Outcome:
     """Each workload on the full mount, then rm and the space report, one by one."""
     mnt = server.mountpoint
     total = workloads.Outcome("ENOSPC under load")
     runs = [
-        lambda: workloads.fio(mnt, name="pw", engine="psync", rw="write", size=size,
-                              numjobs=numjobs, enospc=True, timeout=600),
-        lambda: workloads.fio(mnt, name="mw", engine="mmap", rw="write", size=size,
-                              numjobs=numjobs, sparse=True, fsync=16, enospc=True,
-                              timeout=600),
-        lambda: workloads.fio(mnt, name="rw", engine="psync", rw="randrw", size=size,
-                              numjobs=numjobs, enospc=True, timeout=600),
-        lambda: workloads.stress_ng(mnt, stressors=("hdd", "mmap", "fallocate", "sync-file",
-                                                    "seek", "iomix"),
-                                    seconds=seconds, scale=scale, enospc=True),
+        lambda: workloads.fio(
+            mnt,
+            name="pw",
+            engine="psync",
+            rw="write",
+            size=size,
+            numjobs=numjobs,
+            enospc=True,
+            timeout=600,
+        ),
+        lambda: workloads.fio(
+            mnt,
+            name="mw",
+            engine="mmap",
+            rw="write",
+            size=size,
+            numjobs=numjobs,
+            sparse=True,
+            fsync=16,
+            enospc=True,
+            timeout=600,
+        ),
+        lambda: workloads.fio(
+            mnt,
+            name="rw",
+            engine="psync",
+            rw="randrw",
+            size=size,
+            numjobs=numjobs,
+            enospc=True,
+            timeout=600,
+        ),
+        lambda: workloads.stress_ng(
+            mnt,
+            stressors=("hdd", "mmap", "fallocate", "sync-file", "seek", "iomix"),
+            seconds=seconds,
+            scale=scale,
+            enospc=True,
+        ),
         lambda: workloads.xfs_io_enospc(mnt, capacity=capacity),
         lambda: workloads.git_workload(mnt, repo, enospc=True),
         lambda: workloads.plain_io(mnt, seed=5, files=16, max_file=capacity // 4),
@@ -65,17 +95,23 @@ def big_repo(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
-def test_enospc_under_load_then_work_goes_on(mount_factory, big_repo: str,
-                                             small_repo: str) -> None:
+def test_enospc_under_load_then_work_goes_on(mount_factory, big_repo: str, small_repo: str) -> None:
     server = mount_factory(size="4M")
-    total = _run_all(server, big_repo, capacity=4 << 20, size="4M", numjobs=2, seconds=1,
-                     scale=1.0)
+    total = _run_all(server, big_repo, capacity=4 << 20, size="4M", numjobs=2, seconds=1, scale=1.0)
     assert total.errors["ENOSPC"] >= 6, str(total)  # every workload met a full mount
     assert total.bytes_verified > 0, str(total)
     # deleted, all free again: the same kinds of work now succeed in full
     after = [
-        workloads.fio(server.mountpoint, name="ok", engine="mmap", rw="write", size="1M",
-                      numjobs=2, sparse=True, fsync=16),
+        workloads.fio(
+            server.mountpoint,
+            name="ok",
+            engine="mmap",
+            rw="write",
+            size="1M",
+            numjobs=2,
+            sparse=True,
+            fsync=16,
+        ),
         workloads.git_workload(server.mountpoint, small_repo),
         workloads.xfs_io_script(server.mountpoint, seed=7, max_size=1 << 20, steps=20),
     ]
@@ -106,9 +142,11 @@ def huge_repo(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("policy", ["reserve", "legacy", "reserve-cow"])
 def test_long_enospc_under_load(mount_factory, huge_repo: str, policy: str) -> None:
     server = mount_factory(size="16M", extra=("--policy", policy))
-    total = _run_all(server, huge_repo, capacity=16 << 20, size="32M", numjobs=4,
-                     seconds=10, scale=4.0)
+    total = _run_all(
+        server, huge_repo, capacity=16 << 20, size="32M", numjobs=4, seconds=10, scale=4.0
+    )
     assert total.errors["ENOSPC"] >= 6, str(total)
-    after = workloads.fio(server.mountpoint, name="ok", engine="psync", rw="randrw",
-                          size="2M", numjobs=4)
+    after = workloads.fio(
+        server.mountpoint, name="ok", engine="psync", rw="randrw", size="2M", numjobs=4
+    )
     check_mount(server, after)

@@ -18,23 +18,32 @@ pytestmark = pytest.mark.mount
 
 
 def _mounts_under(path: Path) -> list[str]:
-    return [line for line in Path("/proc/mounts").read_text().splitlines()
-            if f" {path}/" in line]
+    return [line for line in Path("/proc/mounts").read_text().splitlines() if f" {path}/" in line]
 
 
 def _soak(tmp: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """scripts/soak.py ARGS with its temporary directory (and mount) under `tmp`."""
-    return subprocess.run([sys.executable, SOAK, *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, env={**os.environ, "TMPDIR": str(tmp)})
+    return subprocess.run(
+        [sys.executable, SOAK, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (("--duration", "-3"), "--duration: '-3' is not a positive number of seconds"),
-    (("--duration", "soon"), "--duration: 'soon' is not a number of seconds"),
-    (("--size", "12Q"), "soak: the mount failed: mkwritefs mount: invalid size '12Q'"),
-])
-def test_bad_arguments_are_refused_with_one_line(tmp_path: Path, args: tuple[str, ...],
-                                                 says: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--duration", "-3"), "--duration: '-3' is not a positive number of seconds"),
+        (("--duration", "soon"), "--duration: 'soon' is not a number of seconds"),
+        (("--size", "12Q"), "soak: the mount failed: mkwritefs mount: invalid size '12Q'"),
+    ],
+)
+def test_bad_arguments_are_refused_with_one_line(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
     ran = _soak(tmp_path, *args)
     assert ran.returncode == 2
     assert ran.stdout == ""

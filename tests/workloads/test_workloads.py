@@ -26,10 +26,20 @@ FIO_RUNS = [  # (engine, rw, sparse, fsync): mmap stores into holes and into lai
 
 
 @pytest.mark.parametrize(("engine", "rw", "sparse", "fsync"), FIO_RUNS)
-def test_fio_verifies(mkwritefs: Server, workdir, engine: str, rw: str, sparse: bool,
-                      fsync: int) -> None:
-    out = workloads.fio(str(workdir), name="f", engine=engine, rw=rw, size="2M", numjobs=2,
-                        sparse=sparse, fsync=fsync, timeout=120)
+def test_fio_verifies(
+    mkwritefs: Server, workdir, engine: str, rw: str, sparse: bool, fsync: int
+) -> None:
+    out = workloads.fio(
+        str(workdir),
+        name="f",
+        engine=engine,
+        rw=rw,
+        size="2M",
+        numjobs=2,
+        sparse=sparse,
+        fsync=fsync,
+        timeout=120,
+    )
     check_mount(mkwritefs, out)
     assert out.bytes_verified >= (2 if rw.endswith("rw") else 4) << 20, str(out)
 
@@ -71,10 +81,18 @@ def big(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.long
 @pytest.mark.parametrize(("engine", "rw", "sparse", "fsync"), FIO_RUNS)
-def test_long_fio_verifies(big: Server, engine: str, rw: str, sparse: bool,
-                           fsync: int) -> None:
-    out = workloads.fio(big.mountpoint, name="f", engine=engine, rw=rw, size="64M",
-                        numjobs=4, sparse=sparse, fsync=fsync, timeout=900)
+def test_long_fio_verifies(big: Server, engine: str, rw: str, sparse: bool, fsync: int) -> None:
+    out = workloads.fio(
+        big.mountpoint,
+        name="f",
+        engine=engine,
+        rw=rw,
+        size="64M",
+        numjobs=4,
+        sparse=sparse,
+        fsync=fsync,
+        timeout=900,
+    )
     check_mount(big, out)
     assert out.bytes_verified >= (128 if rw.endswith("rw") else 256) << 20, str(out)
     workloads.clear(big.mountpoint)
@@ -82,8 +100,9 @@ def test_long_fio_verifies(big: Server, engine: str, rw: str, sparse: bool,
 
 @pytest.mark.long
 def test_long_stress_ng_every_stressor(big: Server) -> None:
-    out = workloads.stress_ng(big.mountpoint, stressors=tuple(workloads.STRESSORS),
-                              seconds=20, scale=4, timeout=900)
+    out = workloads.stress_ng(
+        big.mountpoint, stressors=tuple(workloads.STRESSORS), seconds=20, scale=4, timeout=900
+    )
     check_mount(big, out)
     assert out.ops > 0, str(out)
     workloads.clear(big.mountpoint)
@@ -93,8 +112,11 @@ def test_long_stress_ng_every_stressor(big: Server) -> None:
 def test_long_xfs_io_scripts(big: Server) -> None:
     total = workloads.Outcome("xfs_io scripts")
     for seed in range(100, 120):
-        total.merge(workloads.xfs_io_script(big.mountpoint, seed=seed, max_size=8 << 20,
-                                            steps=120, timeout=600))
+        total.merge(
+            workloads.xfs_io_script(
+                big.mountpoint, seed=seed, max_size=8 << 20, steps=120, timeout=600
+            )
+        )
     check_mount(big, total)
     workloads.clear(big.mountpoint)
 

@@ -37,8 +37,13 @@ except OSError as exc:
 def test_msync_says_enospc_when_the_writeback_only_partly_fits(mount_factory) -> None:
     server = mount_factory(size="12k")  # three blocks; the store dirties sixteen pages
     path = f"{server.mountpoint}/f"
-    ran = subprocess.run([sys.executable, "-c", STORE, path, "16"], capture_output=True,
-                         text=True, timeout=60, check=True)
+    ran = subprocess.run(
+        [sys.executable, "-c", STORE, path, "16"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert ran.stdout.split() == ["msync", "28"]
     check_mount(server, workloads.Outcome("store into a nearly full mount"))
 
@@ -46,8 +51,13 @@ def test_msync_says_enospc_when_the_writeback_only_partly_fits(mount_factory) ->
 def test_msync_says_0_when_it_all_fits_and_the_data_is_there(mount_factory) -> None:
     server = mount_factory(size="128k")
     path = f"{server.mountpoint}/f"
-    ran = subprocess.run([sys.executable, "-c", STORE, path, "16"], capture_output=True,
-                         text=True, timeout=60, check=True)
+    ran = subprocess.run(
+        [sys.executable, "-c", STORE, path, "16"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert ran.stdout.split() == ["msync", "0"]
     workloads.drop_cache(path)
     with open(path, "rb") as f:
